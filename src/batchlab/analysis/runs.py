@@ -1,0 +1,87 @@
+"""Per-run summaries: the numbers the table, the explanation and the figures quote, computed from raw curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from batchlab.analysis.noise import residual_std_log
+
+EPOCH_NOISE_WINDOW = 5
+"""Running-median window (epochs) for the noise of per-epoch curves."""
+STEP_NOISE_WINDOW = 51
+"""Running-median window (steps) for the noise of per-step minibatch losses."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run's headline numbers, derived from its stored curves."""
+
+    run_id: str
+    batch_size: int
+    lr: float
+    seed: int
+    status: str
+    diverged_epoch: int | None
+    updates_per_epoch: int
+    epochs_done: int
+    total_updates: int
+    examples_seen: int
+    wall_time_s: float
+    compile_time_s: float
+    initial_train_loss: float
+    final_train_loss: float
+    final_train_acc: float
+    final_test_loss: float
+    final_test_acc: float
+    best_test_loss: float
+    best_test_loss_epoch: int
+    epoch_noise: float
+    """Residual std of log train loss per epoch (window EPOCH_NOISE_WINDOW)."""
+    test_epoch_noise: float
+    """Residual std of log test loss per epoch (window EPOCH_NOISE_WINDOW)."""
+    step_noise: float
+    """Residual std of log minibatch loss per step (window STEP_NOISE_WINDOW)."""
+
+    @property
+    def time_per_update_s(self) -> float:
+        return self.wall_time_s / self.total_updates if self.total_updates else float("nan")
+
+    def __repr__(self) -> str:
+        return (f"RunSummary({self.run_id!r}, batch_size={self.batch_size}, status={self.status!r}, "
+                f"updates={self.total_updates}, wall_time_s={self.wall_time_s:.3g}, "
+                f"final_test_loss={self.final_test_loss:.4g})")
+
+
+def summarize_run(run: dict[str, Any], epochs: dict[str, np.ndarray], step_losses: np.ndarray) -> RunSummary:
+    """Build a RunSummary from a run's row, its per-epoch arrays and its per-step losses."""
+    test_loss = epochs["test_loss"]
+    finite = np.isfinite(test_loss)
+    best = int(np.argmin(np.where(finite, test_loss, np.inf))) if finite.any() else 0
+    last = _last_finite_index(epochs["train_loss"])
+    return RunSummary(
+        run_id=run["run_id"], batch_size=run["batch_size"], lr=run["lr"], seed=run["seed"], status=run["status"],
+        diverged_epoch=run["diverged_epoch"], updates_per_epoch=run["updates_per_epoch"],
+        epochs_done=run["epochs_done"], total_updates=run["total_updates"], examples_seen=run["examples_seen"],
+        wall_time_s=run["wall_time_s"], compile_time_s=run["compile_time_s"] or 0.0,
+        initial_train_loss=float(epochs["train_loss"][0]) if len(epochs["train_loss"]) else float("nan"),
+        final_train_loss=float(epochs["train_loss"][last]), final_train_acc=float(epochs["train_acc"][last]),
+        final_test_loss=float(epochs["test_loss"][last]), final_test_acc=float(epochs["test_acc"][last]),
+        best_test_loss=float(test_loss[best]), best_test_loss_epoch=int(epochs["epoch"][best]),
+        epoch_noise=residual_std_log(epochs["train_loss"][1:], EPOCH_NOISE_WINDOW),
+        test_epoch_noise=residual_std_log(epochs["test_loss"][1:], EPOCH_NOISE_WINDOW),
+        step_noise=residual_std_log(step_losses, STEP_NOISE_WINDOW),
+    )
+
+
+def first_epoch_reaching(curve: np.ndarray, target: float) -> int | None:
+    """Index of the first value <= target (an epoch number when the curve starts at epoch 0), else None."""
+    hits = np.flatnonzero(np.asarray(curve) <= target)
+    return int(hits[0]) if len(hits) else None
+
+
+def _last_finite_index(x: np.ndarray) -> int:
+    idx = np.flatnonzero(np.isfinite(x))
+    return int(idx[-1]) if len(idx) else 0

@@ -1,0 +1,167 @@
+"""The `batchlab` command: a thin layer that parses, calls the library, and prints.
+
+Start-up imports nothing heavy: `--help` and errors in flags or config files appear without importing JAX.
+Exit codes: 0 success, 2 user error (one line on stderr), 1 bug (traceback), 130 aborted by a second Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from batchlab.errors import BatchlabError
+
+RUN_EXAMPLES = """examples:
+  batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
+  batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
+  batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
+  batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
+  batchlab run --config study.toml               same field names as the flags, dashes as underscores
+"""
+
+# Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
+RUN_FLAGS: dict[str, tuple[str, str]] = {
+    "--dataset": ("dataset", "digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a CSV path"),
+    "--target": ("target", "CSV only: the class-label column"),
+    "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 1000)"),
+    "--noise": ("noise", "synthetic datasets: noise level (default 0.2)"),
+    "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
+    "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
+    "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
+    "--model": ("model", "mlp (default) or logreg"),
+    "--hidden": ("hidden", "MLP hidden widths, e.g. 128 (default) or 256,128"),
+    "--activation": ("activation", "relu (default) or tanh"),
+    "--optimizer": ("optimizer", "sgd (default), momentum or adam"),
+    "--lr": ("lr", "learning rate at --base-batch-size (default 0.03)"),
+    "--momentum": ("momentum", "momentum coefficient for --optimizer momentum (default 0.9)"),
+    "--lr-scaling": ("lr_scaling", "none (default), linear (Goyal et al. 2017) or sqrt"),
+    "--base-batch-size": ("base_batch_size", "batch size at which --lr applies unscaled (default 1)"),
+    "--batch-sizes": ("batch_sizes", "comma-separated integers and 'full' (default 1,full)"),
+    "--epochs": ("epochs", "passes over the training set (default 100)"),
+    "--seeds": ("seeds", "number of seeds, trained together as replicas (default 1)"),
+    "--seed": ("seed", "first initialization seed (default 0)"),
+    "--order-seed": ("order_seed", "first data-order seed (default 0)"),
+    "--device": ("device", "auto (default), cpu or gpu"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batchlab", description="Measure, show and explain what the mini-batch size does to "
+                     "neural-network training.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="train and compare batch sizes (Lena's experiments by default)",
+                         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, (field, help_) in RUN_FLAGS.items():
+        run.add_argument(flag, dest=field, default=argparse.SUPPRESS, help=help_, metavar=field.upper())
+    run.add_argument("--no-standardize", dest="standardize", action="store_const", const=False,
+                     default=argparse.SUPPRESS, help="keep raw feature scales (default: standardize with train stats)")
+    run.add_argument("--config", help="a TOML study file; flags given here override its values")
+    run.add_argument("--out", help="study directory to create (default: runs/<date>-<time>)")
+    run.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
+    show = sub.add_parser("show", help="print the table and explanation of a study again",
+                          epilog="example:\n  batchlab show runs/20261125-101500",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("dir", help="a study directory")
+    show.add_argument("--figures", action="store_true", help="also (re)write the figures")
+    export = sub.add_parser("export", help="export a study's runs, epochs and steps",
+                            epilog="example:\n  batchlab export runs/20261125-101500 --format csv --to out/",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    export.add_argument("dir", help="a study directory")
+    export.add_argument("--format", default="csv", choices=["csv"], help="csv (default)")
+    export.add_argument("--to", required=True, help="output directory")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace):
+    """Config file values first, flags override; validated by the spec."""
+    from batchlab.spec import build_spec, read_toml
+
+    values = read_toml(args.config) if args.config else {}
+    flags = {field for field, _ in RUN_FLAGS.values()} | {"standardize"}
+    values.update({k: v for k, v in vars(args).items() if k in flags})
+    return build_spec(values)
+
+
+def default_out() -> Path:
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    return Console(stderr=stderr, width=None if tty else 200, highlight=False)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    out = Path(args.out) if args.out else default_out()
+    from batchlab.progress import RichProgress
+    from batchlab.study import run_study, stop_on_interrupt
+
+    with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
+        result = run_study(spec, out, progress=progress, should_stop=should_stop)
+    _show(out, figures=not args.no_figures)
+    if not result.completed:
+        _console(stderr=True).print(f"Interrupted: finished epochs are kept in {out}.")
+    return 0
+
+
+def _show(directory: Path, *, figures: bool) -> None:
+    from batchlab.results import StudyResults
+
+    results = StudyResults.load(directory)
+    console = _console()
+    console.print(results.table())
+    console.print()
+    console.print(results.explanation())
+    console.print()
+    if figures:
+        paths = results.write_figures()
+        console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}")
+    console.print(f"Study: {directory} (batchlab show {directory}; batchlab export {directory} --to DIR)")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _show(Path(args.dir), figures=args.figures)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from batchlab.export import export_csv
+
+    for path in export_csv(args.dir, args.to):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"run": cmd_run, "show": cmd_show, "export": cmd_export}[args.command](args)
+    except BatchlabError as e:
+        print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("batchlab: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

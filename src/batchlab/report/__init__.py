@@ -1,0 +1,1 @@
+"""Presenting a study: terminal tables and explanations, figures."""

@@ -1,0 +1,97 @@
+"""Static figures (matplotlib, Agg): Lena's figure per run, an overlay of all runs, and the cost of each run.
+
+Curves are drawn raw. The per-step panel shows every minibatch loss as measured; nothing is smoothed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from batchlab.analysis.runs import RunSummary  # noqa: E402
+
+
+def _label(s: RunSummary, n_train: int) -> str:
+    b = f"B = N = {s.batch_size:,}" if s.batch_size == n_train else f"B = {s.batch_size:,}"
+    return f"{b}, seed {s.seed}" + (f", lr {s.lr:g}" if s.lr else "")
+
+
+def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray], *,
+                n_train: int, setup: str, path: Path) -> Path:
+    """Train and test loss against epoch (Lena's plot), beside every minibatch loss against (fractional) epoch."""
+    fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    ax.plot(epochs["epoch"], epochs["train_loss"], label="train loss (whole training set)", color="C0")
+    ax.plot(epochs["epoch"], epochs["test_loss"], label="test loss", color="C3")
+    ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", yscale="log",
+           title="Lena's plot: loss after each epoch")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    step_epoch, step_loss = steps
+    if len(step_loss):
+        x = step_epoch - 1 + (np.arange(len(step_loss)) % s.updates_per_epoch + 1) / s.updates_per_epoch
+        ax_steps.plot(x, np.maximum(step_loss, 1e-8), lw=0.3 if len(step_loss) > 2000 else 1.0, color="C7",
+                      alpha=0.7, label=f"minibatch loss, each of {len(step_loss):,} steps (raw; floored at 1e-8 for the log scale)")
+        ax_steps.plot(epochs["epoch"], epochs["train_loss"], color="C0", label="train loss (whole training set)")
+    ax_steps.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log",
+                 title=f"Every update: {s.updates_per_epoch:,} per epoch, {s.total_updates:,} in all")
+    ax_steps.legend(loc="upper right")
+    ax_steps.grid(alpha=0.3, which="both")
+    status = "" if s.status == "completed" else f" [{s.status}]"
+    fig.suptitle(f"{_label(s, n_train)}{status}: {s.total_updates:,} updates in {s.wall_time_s:.2f} s  |  {setup}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def overlay_figure(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
+                   setup: str, path: Path) -> Path:
+    """All runs' train (solid) and test (dashed) loss against epoch, updates and training wall time."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    axes_x = (("epoch", "epoch", "linear"), ("updates", "updates (optimizer steps, log scale)", "log"),
+              ("wall_time_s", "training time, s (log scale)", "log"))
+    for i, s in enumerate(summaries):
+        e = curves[s.run_id]
+        for ax, (key, _, xscale) in zip(axes, axes_x):
+            x = e[key]
+            keep = x > 0 if xscale == "log" else np.ones_like(x, bool)
+            ax.plot(x[keep], e["train_loss"][keep], color=f"C{i % 10}", label=f"{_label(s, n_train)} train")
+            ax.plot(x[keep], e["test_loss"][keep], color=f"C{i % 10}", ls="--", label=f"{_label(s, n_train)} test")
+    for ax, (_, xlabel, xscale) in zip(axes, axes_x):
+        ax.set(xlabel=xlabel, ylabel="loss (log scale)", yscale="log", xscale=xscale)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_title("against epochs (passes over the data)")
+    axes[1].set_title("against updates")
+    axes[2].set_title("against training time")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"All runs: train (solid) and test (dashed) loss  |  {setup}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cost_figure(summaries: list[RunSummary], *, n_train: int, setup: str, path: Path) -> Path:
+    """Per run: training wall time, total updates and time per update (bars, log scale where counts span decades)."""
+    labels = [_label(s, n_train).replace(", ", "\n") for s in summaries]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
+    panels = ((axes[0], [s.wall_time_s for s in summaries], "training time, s", "{:.3f} s", "linear"),
+              (axes[1], [s.total_updates for s in summaries], "total updates (log scale)", "{:,.0f}", "log"),
+              (axes[2], [s.time_per_update_s * 1e6 for s in summaries], "time per update, µs (log scale)",
+               "{:,.1f} µs", "log"))
+    for ax, values, ylabel, fmt, yscale in panels:
+        bars = ax.bar(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
+        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8)
+        ax.set_xticks(range(len(values)), labels, fontsize=8)
+        ax.set(ylabel=ylabel, yscale=yscale)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_title("Which took longer? (compile excluded, per-epoch evaluation included)")
+    axes[1].set_title("Updates: ceil(N / B) per epoch")
+    axes[2].set_title("Cost of one update")
+    fig.suptitle(f"Cost of each run  |  {setup}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,243 @@
+"""The study store: one SQLite file (stdlib `sqlite3`, WAL) plus parameter snapshots as `.npz` files.
+
+Layout of a study directory::
+
+    study.db            runs, per-epoch metrics, per-step losses (one float32 blob per run and epoch)
+    init/<run_id>.npz   initial parameters, keys in layer order, weights (fan_in, fan_out)
+    final/<run_id>.npz  parameters at the end of training
+    figures/            PNG figures
+
+Each epoch of a group is one transaction, so a killed process loses at most the epoch in flight. The store
+knows nothing of JAX: it takes and gives plain NumPy arrays and dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchlab.errors import BatchlabError
+
+DB_NAME = "study.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, batch_size INTEGER NOT NULL, lr REAL NOT NULL, seed INTEGER NOT NULL,
+    init_seed INTEGER NOT NULL, order_seed INTEGER NOT NULL, n_train INTEGER NOT NULL,
+    updates_per_epoch INTEGER NOT NULL, epochs_planned INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', diverged_epoch INTEGER,
+    epochs_done INTEGER NOT NULL DEFAULT 0, total_updates INTEGER NOT NULL DEFAULT 0,
+    examples_seen INTEGER NOT NULL DEFAULT 0, wall_time_s REAL NOT NULL DEFAULT 0, compile_time_s REAL,
+    config TEXT NOT NULL, versions TEXT NOT NULL, device TEXT NOT NULL, created_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, updates INTEGER NOT NULL,
+    examples_seen INTEGER NOT NULL, wall_time_s REAL NOT NULL, train_loss REAL, train_acc REAL,
+    test_loss REAL, test_acc REAL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, first_step INTEGER NOT NULL,
+    losses BLOB NOT NULL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+"""
+
+EPOCH_FIELDS = ("epoch", "updates", "examples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss",
+                "test_acc")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What is known about a run before it trains."""
+
+    run_id: str
+    batch_size: int
+    lr: float
+    seed: int
+    init_seed: int
+    order_seed: int
+    n_train: int
+    updates_per_epoch: int
+    epochs_planned: int
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One run's results for one epoch; `step_losses` holds that epoch's minibatch losses (float32)."""
+
+    run_id: str
+    epoch: int
+    updates: int
+    examples_seen: int
+    wall_time_s: float
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    step_losses: np.ndarray
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
+    con.row_factory = sqlite3.Row
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA foreign_keys=ON")
+    return con
+
+
+def study_exists(directory: str | Path) -> bool:
+    return (Path(directory) / DB_NAME).exists()
+
+
+class Store:
+    """A study directory opened for writing (:meth:`create`) or reading (:meth:`open`)."""
+
+    def __init__(self, directory: Path, con: sqlite3.Connection):
+        self.directory = directory
+        self._con = con
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.directory)!r}, runs={len(self.runs())})"
+
+    @classmethod
+    def create(cls, directory: str | Path, *, meta: Mapping[str, Any]) -> Store:
+        """Create a new study directory; refuses one that already holds a study."""
+        d = Path(directory)
+        if study_exists(d):
+            raise BatchlabError(f"out: {d} already holds a study ({DB_NAME}); choose a new --out directory")
+        d.mkdir(parents=True, exist_ok=True)
+        con = _connect(d / DB_NAME)
+        with _transaction(con):
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            con.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        return cls(d, con)
+
+    @classmethod
+    def open(cls, directory: str | Path) -> Store:
+        """Open an existing study directory."""
+        d = Path(directory)
+        if not study_exists(d):
+            raise BatchlabError(f"dir: {d} holds no study ({DB_NAME} not found); allowed: a directory written "
+                                "by 'batchlab run'")
+        return cls(d, _connect(d / DB_NAME))
+
+    def close(self) -> None:
+        self._con.close()
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def add_runs(self, runs: Iterable[RunInfo], *, config: Mapping[str, Any], versions: Mapping[str, str],
+                 device: str) -> None:
+        now = time.time()
+        with _transaction(self._con):
+            self._con.executemany(
+                "INSERT INTO runs (run_id, batch_size, lr, seed, init_seed, order_seed, n_train, updates_per_epoch,"
+                " epochs_planned, config, versions, device, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(r.run_id, r.batch_size, r.lr, r.seed, r.init_seed, r.order_seed, r.n_train, r.updates_per_epoch,
+                  r.epochs_planned, json.dumps(dict(config, batch_size=r.batch_size, lr=r.lr, init_seed=r.init_seed,
+                                                    order_seed=r.order_seed)),
+                  json.dumps(dict(versions)), device, now) for r in runs])
+
+    def save_params(self, run_id: str, flat_params: Mapping[str, np.ndarray], *, kind: str = "init") -> Path:
+        """Write `kind/<run_id>.npz` (kind is `init` or `final`) atomically."""
+        folder = self.directory / kind
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{run_id}.npz"
+        tmp = folder / f".{run_id}.tmp.npz"
+        np.savez(tmp, **dict(flat_params))
+        tmp.replace(path)
+        return path
+
+    def write_epoch(self, rows: Iterable[EpochRow], *, diverged: Iterable[str] = (),
+                    compile_time_s: float | None = None) -> None:
+        """Record one epoch of a group in one transaction: metrics, step losses, and run progress."""
+        rows = list(rows)
+        diverged = set(diverged)
+        with _transaction(self._con):
+            self._con.executemany(
+                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(r.run_id, r.epoch, r.updates, r.examples_seen, r.wall_time_s, _real(r.train_loss),
+                  _real(r.train_acc), _real(r.test_loss), _real(r.test_acc)) for r in rows])
+            self._con.executemany(
+                "INSERT INTO steps VALUES (?, ?, ?, ?)",
+                [(r.run_id, r.epoch, r.updates - len(r.step_losses), np.asarray(r.step_losses, "<f4").tobytes())
+                 for r in rows if len(r.step_losses)])
+            for r in rows:
+                status = "diverged" if r.run_id in diverged else "running"
+                self._con.execute(
+                    "UPDATE runs SET status=?, diverged_epoch=CASE WHEN ?='diverged' THEN ? ELSE diverged_epoch END,"
+                    " epochs_done=?, total_updates=?, examples_seen=?, wall_time_s=?,"
+                    " compile_time_s=COALESCE(?, compile_time_s),"
+                    " finished_at=CASE WHEN ?='diverged' THEN ? ELSE NULL END WHERE run_id=?",
+                    (status, status, r.epoch, r.epoch, r.updates, r.examples_seen, r.wall_time_s, compile_time_s,
+                     status, time.time(), r.run_id))
+
+    def finish_runs(self, run_ids: Iterable[str], *, status: str) -> None:
+        """Mark runs that are still running as `completed` or `interrupted`; diverged runs keep their status."""
+        with _transaction(self._con):
+            self._con.executemany("UPDATE runs SET status=?, finished_at=? WHERE run_id=? AND status!='diverged'",
+                                  [(status, time.time(), rid) for rid in run_ids])
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self._con.execute("SELECT key, value FROM study")}
+
+    def runs(self) -> list[dict[str, Any]]:
+        """All runs, ordered by batch size then seed, as dicts (config and versions decoded)."""
+        out = []
+        for r in self._con.execute("SELECT * FROM runs ORDER BY batch_size, lr, seed"):
+            d = dict(r)
+            d["config"], d["versions"] = json.loads(d["config"]), json.loads(d["versions"])
+            out.append(d)
+        return out
+
+    def epochs(self, run_id: str) -> dict[str, np.ndarray]:
+        """Per-epoch records of one run as arrays keyed by field name (missing values are NaN)."""
+        rows = self._con.execute(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch",
+                                 (run_id,)).fetchall()
+        counts = ("epoch", "updates", "examples_seen")
+        return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
+                for i, f in enumerate(EPOCH_FIELDS)}
+
+    def step_losses(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch of each step, minibatch loss of each step) for one run, in step order."""
+        rows = self._con.execute("SELECT epoch, losses FROM steps WHERE run_id=? ORDER BY epoch", (run_id,))
+        epochs, losses = [], []
+        for r in rows:
+            values = np.frombuffer(r["losses"], "<f4")
+            losses.append(values)
+            epochs.append(np.full(len(values), r["epoch"], np.int64))
+        if not losses:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(epochs), np.concatenate(losses)
+
+    def load_params(self, run_id: str, *, kind: str = "init") -> dict[str, np.ndarray]:
+        with np.load(self.directory / kind / f"{run_id}.npz") as f:
+            return {k: f[k] for k in f.files}
+
+
+def _real(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+class _transaction:
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.con.execute("BEGIN IMMEDIATE")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
