@@ -135,6 +135,23 @@ def build_eval_fn(model: Model) -> Callable:
     return jax.vmap(evaluate, in_axes=(0, None, None, None, None))
 
 
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """Use JAX's persistent compilation cache so a second run of the same shapes skips compiling.
+
+    The directory is `directory`, else $BATCHLAB_CACHE_DIR, else ~/.cache/batchlab/jax; BATCHLAB_CACHE_DIR=off
+    disables it. Returns the directory in use (None when disabled)."""
+    import os
+    from pathlib import Path
+
+    directory = directory or os.environ.get("BATCHLAB_CACHE_DIR") or str(Path.home() / ".cache" / "batchlab" / "jax")
+    if directory == "off":
+        return None
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory
+
+
 def resolve_device(name: str) -> jax.Device:
     """`auto`: the default backend (a GPU when JAX sees one); `cpu`; `gpu` (an error if there is none)."""
     from batchlab.errors import invalid

@@ -63,9 +63,11 @@ def run_study(spec: StudySpec, out: str | Path, *, progress: Progress | None = N
     if study_exists(out):
         raise BatchlabError(f"out: {out} already holds a study (study.db); choose a new --out directory")
     from batchlab.data import load_dataset
-    from batchlab.engine import Group, GroupRun, describe_device, init_replicas, resolve_device, updates_per_epoch
+    from batchlab.engine import (Group, GroupRun, describe_device, enable_compilation_cache, init_replicas,
+                                 resolve_device, updates_per_epoch)
     from batchlab.models import flatten_params, make_model
 
+    enable_compilation_cache()
     data = load_dataset(spec)
     batch_sizes = spec.resolved_batch_sizes(data.n_train)
     device = resolve_device(spec.device)
