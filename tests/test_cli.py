@@ -151,7 +151,8 @@ BAD: list[Bad] = [
     Bad("out-is-a-file", ("run", "--dataset", "iris", "--epochs", "1", "--batch-sizes", "full", "--no-figures",
                           "--out", "notes.txt"), "out", "directory", {"notes.txt": "not a study\n"}, late=True,
         bugs=dict.fromkeys(CRASH, OUT_IS_FILE)),
-    Bad("show-no-study", ("show", "empty"), "dir", "allowed: a directory written by 'batchlab run'", {"empty/.keep": ""}),
+    Bad("show-no-study", ("show", "empty"), "dir", "allowed: a directory written by 'batchlab run'",
+        {"empty/.keep": ""}),
     Bad("show-missing-dir", ("show", "nothere"), "dir", "allowed: a directory written by 'batchlab run'"),
     Bad("export-no-study", ("export", "empty", "--format", "csv", "--to", "exported"), "dir",
         "allowed: a directory written by 'batchlab run'", {"empty/.keep": ""}),
@@ -294,7 +295,8 @@ def test_flag_and_config_errors_are_reported_without_importing_jax(tmp_path):
     (tmp_path / "unknown.toml").write_text(UNKNOWN_KEY_TOML)
     (tmp_path / "invalid.toml").write_text(INVALID_TOML)
     bad = [["run", "--lr", "-1"], ["run", "--batch-sizes", "abc"], ["run", "--device", "tpu"],
-           ["run", "--config", "unknown.toml"], ["run", "--config", "invalid.toml"], ["run", "--config", "nothere.toml"],
+           ["run", "--config", "unknown.toml"], ["run", "--config", "invalid.toml"],
+           ["run", "--config", "nothere.toml"],
            ["run", "--dataset", "iris", "--target", "label"], ["run", "--dataset", "d.csv"]]
     p = _python(f"""
         import sys
