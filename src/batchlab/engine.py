@@ -207,23 +207,29 @@ class GroupRun:
             none = np.zeros(g.n_replicas, bool)
             on_epoch(EpochRecord(0, 0, 0, 0.0, np.zeros((g.n_replicas, 0), np.float32), *metrics,
                                  diverged=none, active=active.copy()))
-            wall = 0.0
+
+            def dispatch(epoch, params, opt_state):  # asynchronous: returns device futures at once
+                return compiled(params, opt_state, order_seeds, jnp.int32(epoch), *arrays)
+
+            t0 = time.perf_counter()
+            pending = dispatch(1, params, opt_state)
             for epoch in range(1, self.epochs + 1):
-                if should_stop():
-                    self.final_params = params
-                    return False
-                t_start = time.perf_counter()
-                params, opt_state, step_losses, metrics = compiled(params, opt_state, order_seeds,
-                                                                   jnp.int32(epoch), *arrays)
+                params, opt_state, step_losses, metrics = pending
+                # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
+                # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
+                stop = epoch < self.epochs and should_stop()
+                if epoch < self.epochs and not stop:
+                    pending = dispatch(epoch + 1, params, opt_state)
                 step_losses = np.asarray(step_losses)  # the one device-to-host transfer of the epoch
                 metrics = [np.asarray(m) for m in metrics]
-                wall += time.perf_counter() - t_start
+                wall = time.perf_counter() - t0
                 finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
                 diverged = active & ~finite
                 on_epoch(EpochRecord(epoch, epoch * steps, epoch * d.n_train, wall, step_losses, *metrics,
                                      diverged=diverged, active=active.copy()))
                 active &= ~diverged
-                if not active.any():
-                    break
+                if stop or not active.any():
+                    self.final_params = params
+                    return not stop
             self.final_params = params
         return True
