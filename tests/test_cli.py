@@ -3,7 +3,7 @@
 Every bad input must end with exit code 2, exactly one line on stderr naming the field and what is allowed, no
 traceback, and nothing written: no new study directory, and a pre-existing study (made by a real tiny
 `batchlab run`) left byte-for-byte intact. Each bad command runs once; its outcome is then checked property by
-property, so a bug in one property (marked xfail, strict) does not hide the others.
+property, so a bug in one property does not hide the others.
 """
 
 from __future__ import annotations
@@ -61,17 +61,10 @@ def study(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 # Bad inputs.
 
-BLANK_LINE = ("src bug: errors found inside run_study() print a blank line before the message (cmd_run starts "
-              "RichProgress on stderr before run_study validates; Progress.stop() writes '\\n')")
-OUT_IS_FILE = "src bug: --out naming an existing file -> FileExistsError traceback in Store.create, exit 1"
-TO_IS_FILE = "src bug: export --to naming an existing file -> FileExistsError traceback in export_csv, exit 1"
-CRASH = ("exit_code", "no_traceback", "one_line", "message")
-
-
 @dataclass(frozen=True)
 class Bad:
     """A bad command: argv (`{study}` stands for a copy of the tiny study), the field its error must name, a
-    fragment of the message saying what is allowed, files to create first, and known src bugs per property."""
+    fragment of the message saying what is allowed, and files to create first."""
 
     id: str
     argv: tuple[str, ...]
@@ -79,7 +72,6 @@ class Bad:
     allowed: str
     files: dict[str, str] = dc_field(default_factory=dict)
     late: bool = False  # detected inside run_study, after the CLI started its progress display
-    bugs: dict[str, str] = dc_field(default_factory=dict)  # property -> xfail reason
 
     @property
     def command(self) -> str:
@@ -89,7 +81,7 @@ class Bad:
 def run_case(id_, *flags, field_, allowed, files=None, late=False) -> list[Bad]:
     """A bad `batchlab run`, in variants: --out a new directory, --out an existing study, and (for errors found
     late) no --out at all, where the default would be runs/<date>-<time>."""
-    base = Bad(id_, ("run", *flags), field_, allowed, files or {}, late, {"one_line": BLANK_LINE} if late else {})
+    base = Bad(id_, ("run", *flags), field_, allowed, files or {}, late)
     variants = [replace(base, id=f"{id_}@new-out", argv=(*base.argv, "--out", "new_study")),
                 replace(base, id=f"{id_}@existing-out", argv=(*base.argv, "--out", "{study}"))]
     if late:  # run_study refuses an existing study before looking at the data
@@ -146,18 +138,16 @@ BAD: list[Bad] = [
               allowed="only with a CSV dataset"),
     *run_case("csv-without-target", "--dataset", "d.csv", field_="target", allowed="class-label column",
               files={"d.csv": csv_text("a,b,label", *GOOD_ROWS)}),
-    Bad("out-existing-study", ("run", *TINY, "--out", "{study}"), "out", "choose a new --out directory", late=True,
-        bugs={"one_line": BLANK_LINE}),
+    Bad("out-existing-study", ("run", *TINY, "--out", "{study}"), "out", "choose a new --out directory", late=True),
     Bad("out-is-a-file", ("run", "--dataset", "iris", "--epochs", "1", "--batch-sizes", "full", "--no-figures",
-                          "--out", "notes.txt"), "out", "directory", {"notes.txt": "not a study\n"}, late=True,
-        bugs=dict.fromkeys(CRASH, OUT_IS_FILE)),
+                          "--out", "notes.txt"), "out", "directory", {"notes.txt": "not a study\n"}, late=True),
     Bad("show-no-study", ("show", "empty"), "dir", "allowed: a directory written by 'batchlab run'",
         {"empty/.keep": ""}),
     Bad("show-missing-dir", ("show", "nothere"), "dir", "allowed: a directory written by 'batchlab run'"),
     Bad("export-no-study", ("export", "empty", "--format", "csv", "--to", "exported"), "dir",
         "allowed: a directory written by 'batchlab run'", {"empty/.keep": ""}),
     Bad("export-to-a-file", ("export", "{study}", "--to", "notes.txt"), "to", "directory",
-        {"notes.txt": "not a directory\n"}, bugs=dict.fromkeys(CRASH, TO_IS_FILE)),
+        {"notes.txt": "not a directory\n"}),
 ]
 assert len({c.id for c in BAD}) == len(BAD)
 
@@ -192,31 +182,29 @@ def outcome(study, tmp_path_factory):
     return get
 
 
-def cases(prop: str) -> list:
-    return [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=c.bugs[prop])] if prop in c.bugs
-                         else []) for c in BAD]
+CASES = [pytest.param(c, id=c.id) for c in BAD]
 
 
-@pytest.mark.parametrize("case", cases("exit_code"))
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_exits_2(case, outcome):
     p = outcome(case).proc
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
 
 
-@pytest.mark.parametrize("case", cases("no_traceback"))
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_prints_no_traceback(case, outcome):
     p = outcome(case).proc
     assert "Traceback" not in p.stderr + p.stdout, p.stderr[-2000:]
 
 
-@pytest.mark.parametrize("case", cases("one_line"))
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_writes_exactly_one_line_to_stderr_and_nothing_to_stdout(case, outcome):
     p = outcome(case).proc
     assert p.stderr.endswith("\n") and len(p.stderr.splitlines()) == 1, repr(p.stderr[-2000:])
     assert p.stdout == ""
 
 
-@pytest.mark.parametrize("case", cases("message"))
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_message_names_the_field_and_what_is_allowed(case, outcome):
     lines = [line for line in outcome(case).proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
@@ -224,7 +212,7 @@ def test_bad_input_message_names_the_field_and_what_is_allowed(case, outcome):
     assert case.allowed in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("case", cases("nothing_written"))
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_writes_nothing(case, outcome):
     o = outcome(case)
     assert not (o.cwd / "new_study").exists()

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from batchlab.data import Dataset
-from batchlab.engine import Group, GroupRun, epoch_permutation, init_replicas, updates_per_epoch
+from batchlab.engine import (Group, GroupRun, chunk_replicas, epoch_permutation, init_replicas, replica_bytes,
+                             updates_per_epoch)
 from batchlab.models import make_model
 
 CPU = jax.devices("cpu")[0]
@@ -160,3 +161,20 @@ def test_other_optimizers_match_optax_applied_step_by_step(optimizer):
         params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(np.asarray(run.final_params["layer00"]["w"][0]), np.asarray(params["layer00"]["w"]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_replica_bytes_counts_parameters_steps_and_activations():
+    # logreg 3 -> 2: 8 parameters; B = 2 on N = 5: 3 steps; activations 3 * 2 * (3 + 2); evaluation 2 * 5 * 3.
+    assert replica_bytes((3, 2), n_train=5, n_test=4, batch_size=2) == 4 * (4 * 8 + 30 + 3 + 30)
+
+
+@pytest.mark.parametrize("n,per,budget,sizes", [
+    (10, 100, 10_000, [10]),
+    (10, 100, 300, [3, 3, 3, 1]),
+    (10, 100, 500, [5, 5]),
+    (7, 100, 50, [1] * 7),  # never fewer than one replica per chunk
+])
+def test_chunk_replicas_splits_into_as_few_chunks_as_fit(n, per, budget, sizes):
+    chunks = chunk_replicas(n, per, budget)
+    assert [len(c) for c in chunks] == sizes
+    assert [i for c in chunks for i in c] == list(range(n))

@@ -160,3 +160,15 @@ def test_ctrl_c_stops_after_the_current_epoch_and_keeps_finished_epochs(tmp_path
     epochs = Store.open(out).epochs(run["run_id"])
     assert list(epochs["epoch"]) == list(range(run["epochs_done"] + 1))
     assert run["run_id"] in stdout
+
+
+def test_replicas_that_do_not_fit_the_memory_budget_train_in_chunks_with_the_same_results(tmp_path):
+    spec = StudySpec(dataset="iris", batch_sizes=(8,), epochs=3, seeds=5, device="cpu")
+    run_study(spec, tmp_path / "one")
+    run_study(spec, tmp_path / "chunked", memory_budget=1)  # one replica per chunk
+    one, chunked = Store.open(tmp_path / "one"), Store.open(tmp_path / "chunked")
+    assert one.meta()["replica_chunks"] == [5] and chunked.meta()["replica_chunks"] == [1] * 5
+    for r in one.runs():
+        np.testing.assert_allclose(one.epochs(r["run_id"])["test_loss"], chunked.epochs(r["run_id"])["test_loss"],
+                                   rtol=1e-5)
+        assert chunked.runs()[0]["status"] == "completed"

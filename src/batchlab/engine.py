@@ -135,6 +135,37 @@ def build_eval_fn(model: Model) -> Callable:
     return jax.vmap(evaluate, in_axes=(0, None, None, None, None))
 
 
+def replica_bytes(layer_sizes: tuple[int, ...], *, n_train: int, n_test: int, batch_size: int) -> int:
+    """An upper estimate of the device memory one replica needs (float32): parameters, gradients and up to two
+    optimizer moments; a step's activations; the epoch's step losses; the full-set evaluation's activations."""
+    n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
+    widest = max(layer_sizes)
+    activations = 3 * batch_size * sum(layer_sizes)
+    evaluation = 2 * max(n_train, n_test) * widest
+    return 4 * (4 * n_params + activations + updates_per_epoch(n_train, batch_size) + evaluation)
+
+
+def memory_budget_bytes(device: jax.Device, fraction: float = 0.5) -> int:
+    """`fraction` of the memory free on `device` now (GPU: from JAX's allocator; CPU: available RAM)."""
+    import os
+
+    stats = device.memory_stats() if device.platform != "cpu" else None
+    if stats and "bytes_limit" in stats:
+        free = stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(fraction * free)
+
+
+def chunk_replicas(n_replicas: int, per_replica_bytes: int, budget_bytes: int) -> list[range]:
+    """Split replicas into as few equal-sized chunks as fit the budget (at least one replica per chunk), so a
+    large pack is trained in turns instead of crashing with out-of-memory."""
+    fit = max(1, budget_bytes // max(per_replica_bytes, 1))
+    n_chunks = math.ceil(n_replicas / fit)
+    size = math.ceil(n_replicas / n_chunks)
+    return [range(i, min(i + size, n_replicas)) for i in range(0, n_replicas, size)]
+
+
 def enable_compilation_cache(directory: str | None = None) -> str | None:
     """Use JAX's persistent compilation cache so a second run of the same shapes skips compiling.
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from batchlab.store import EPOCH_FIELDS, Store
+from batchlab.store import EPOCH_FIELDS, Store, require_directory_path
 
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
@@ -17,8 +17,9 @@ RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "
 
 def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
     """Write runs.csv (wall_time_s is training time without compile), epochs.csv and steps.csv into `to`."""
-    store = Store.open(directory)
     out = Path(to)
+    require_directory_path("to", out)
+    store = Store.open(directory)
     out.mkdir(parents=True, exist_ok=True)
     try:
         runs = store.runs()

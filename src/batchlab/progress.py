@@ -17,15 +17,19 @@ class RichProgress:
             console=console or Console(stderr=True), transient=False)
         self._task = None
         self._steps = 0
+        self._started = False
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
-        return self
+        return self  # the display starts with the first group, so input errors print nothing before their line
 
     def __exit__(self, *exc) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def start_group(self, *, batch_size: int, epochs: int, steps_per_epoch: int, n_replicas: int) -> None:
+        if not self._started:
+            self._progress.start()
+            self._started = True
         self._steps = steps_per_epoch * n_replicas
         label = f"batch size {batch_size}" + (f" x{n_replicas}" if n_replicas > 1 else "")
         self._task = self._progress.add_task(label, total=epochs, rate="compiling")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from batchlab.errors import BatchlabError
+from batchlab.errors import BatchlabError, invalid
 
 DB_NAME = "study.db"
 
@@ -98,6 +98,22 @@ def study_exists(directory: str | Path) -> bool:
     return (Path(directory) / DB_NAME).exists()
 
 
+def require_directory_path(field: str, directory: str | Path) -> None:
+    """Refuse a path that cannot become a directory because it, or a parent, is a file."""
+    d = Path(directory)
+    blocker = next((p for p in (d, *d.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise invalid(field, str(directory), f"a directory path ({blocker} is a file)")
+
+
+def check_out(directory: str | Path) -> None:
+    """A new study may go to `directory` only if it is (or can become) a directory holding no study yet."""
+    d = Path(directory)
+    require_directory_path("out", d)
+    if study_exists(d):
+        raise BatchlabError(f"out: {d} already holds a study ({DB_NAME}); choose a new --out directory")
+
+
 class Store:
     """A study directory opened for writing (:meth:`create`) or reading (:meth:`open`)."""
 
@@ -112,8 +128,7 @@ class Store:
     def create(cls, directory: str | Path, *, meta: Mapping[str, Any]) -> Store:
         """Create a new study directory; refuses one that already holds a study."""
         d = Path(directory)
-        if study_exists(d):
-            raise BatchlabError(f"out: {d} already holds a study ({DB_NAME}); choose a new --out directory")
+        check_out(d)
         d.mkdir(parents=True, exist_ok=True)
         con = _connect(d / DB_NAME)
         with _transaction(con):

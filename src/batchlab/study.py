@@ -18,7 +18,7 @@ from typing import Protocol
 
 from batchlab.errors import BatchlabError
 from batchlab.spec import StudySpec, run_id
-from batchlab.store import EpochRow, RunInfo, Store, study_exists
+from batchlab.store import EpochRow, RunInfo, Store, check_out
 
 
 class Progress(Protocol):
@@ -54,18 +54,18 @@ def versions() -> dict[str, str]:
 
 
 def run_study(spec: StudySpec, out: str | Path, *, progress: Progress | None = None,
-              should_stop: Callable[[], bool] = lambda: False) -> StudyResult:
+              should_stop: Callable[[], bool] = lambda: False, memory_budget: int | None = None) -> StudyResult:
     """Train every batch size of `spec` (all seeds of one batch size vmapped together) and record it in `out`.
 
     Raises BatchlabError, before anything is written, if the data, the batch sizes, the device or `out` are
-    not acceptable.
+    not acceptable. Replicas that do not fit in `memory_budget` bytes (default: half the device's free memory)
+    are trained in turns, in chunks.
     """
-    if study_exists(out):
-        raise BatchlabError(f"out: {out} already holds a study (study.db); choose a new --out directory")
+    check_out(out)
     from batchlab.data import load_dataset
-    from batchlab.engine import (Group, GroupRun, describe_device, enable_compilation_cache, init_replicas,
-                                 resolve_device, updates_per_epoch)
-    from batchlab.models import flatten_params, make_model
+    from batchlab.engine import (chunk_replicas, describe_device, enable_compilation_cache, memory_budget_bytes,
+                                 replica_bytes, resolve_device, updates_per_epoch)
+    from batchlab.models import make_model
 
     enable_compilation_cache()
     data = load_dataset(spec)
@@ -73,53 +73,66 @@ def run_study(spec: StudySpec, out: str | Path, *, progress: Progress | None = N
     device = resolve_device(spec.device)
     model = make_model(spec.model, n_features=data.n_features, n_classes=data.n_classes, hidden=spec.hidden,
                        activation=spec.activation)
-    seeds = range(spec.seeds)
     meta = {"spec": spec.to_dict(), "versions": versions(), "device": describe_device(device),
             "dataset": {"name": data.name, "n_train": data.n_train, "n_test": len(data.y_test),
                         "n_features": data.n_features, "n_classes": data.n_classes},
             "model": repr(model), "batch_sizes": batch_sizes, "created_at": time.time()}
 
-    store = Store.create(out, meta=meta)
+    per_replica = replica_bytes(model.layer_sizes, n_train=data.n_train, n_test=len(data.y_test),
+                                batch_size=max(batch_sizes))
+    budget = memory_budget_bytes(device) if memory_budget is None else memory_budget
+    chunks = chunk_replicas(spec.seeds, per_replica, budget)
+    store = Store.create(out, meta={**meta, "replica_chunks": [len(c) for c in chunks]})
     t0 = time.perf_counter()
     completed = True
     try:
         for b in batch_sizes:
             runs = [RunInfo(run_id(spec, batch_size=b, seed_index=i), b, spec.lr_for(b), spec.seed + i,
                             spec.seed + i, spec.order_seed + i, data.n_train, updates_per_epoch(data.n_train, b),
-                            spec.epochs) for i in seeds]
+                            spec.epochs) for i in range(spec.seeds)]
             store.add_runs(runs, config=spec.to_dict(), versions=meta["versions"], device=meta["device"])
-            group = Group(b, tuple(r.lr for r in runs), tuple(r.init_seed for r in runs),
-                          tuple(r.order_seed for r in runs))
-            gr = GroupRun(model, data, group, spec.epochs, spec.optimizer, spec.momentum, device)
-            if progress:
-                progress.start_group(batch_size=b, epochs=spec.epochs, steps_per_epoch=runs[0].updates_per_epoch,
-                                     n_replicas=len(runs))
-
-            initial = init_replicas(model, group.init_seeds)
-            for i, r in enumerate(runs):
-                store.save_params(r.run_id, flatten_params(_replica(initial, i)), kind="init")
-
-            def record(rec, runs=runs, gr=gr):
-                rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s,
-                                 rec.train_loss[i], rec.train_acc[i], rec.test_loss[i], rec.test_acc[i],
-                                 rec.step_losses[i]) for i, r in enumerate(runs) if rec.active[i]]
-                store.write_epoch(rows, diverged=[r.run_id for r, d in zip(runs, rec.diverged) if d],
-                                  compile_time_s=gr.compile_time_s)
-                if progress and rec.epoch > 0:
-                    progress.epoch_done(epoch=rec.epoch, wall_time_s=rec.wall_time_s)
-
-            finished = gr.train(record, should_stop, initial_params=initial)
-            for i, r in enumerate(runs):
-                store.save_params(r.run_id, flatten_params(_replica(gr.final_params, i)), kind="final")
-            store.finish_runs([r.run_id for r in runs], status="completed" if finished else "interrupted")
-            if progress:
-                progress.end_group()
-            if not finished:
-                completed = False
-                break
+            for chunk in chunks:
+                completed = _train_group(store, [runs[i] for i in chunk], model, data, spec, device, progress,
+                                         should_stop)
+                if not completed:
+                    return StudyResult(Path(out), False, time.perf_counter() - t0)
     finally:
         store.close()
     return StudyResult(Path(out), completed, time.perf_counter() - t0)
+
+
+def _train_group(store: Store, runs: list[RunInfo], model, data, spec: StudySpec, device, progress: Progress | None,
+                 should_stop: Callable[[], bool]) -> bool:
+    """Train one pack of replicas (one batch size) as a single vmapped program, recording every epoch."""
+    from batchlab.engine import Group, GroupRun, init_replicas
+    from batchlab.models import flatten_params
+
+    group = Group(runs[0].batch_size, tuple(r.lr for r in runs), tuple(r.init_seed for r in runs),
+                  tuple(r.order_seed for r in runs))
+    gr = GroupRun(model, data, group, spec.epochs, spec.optimizer, spec.momentum, device)
+    initial = init_replicas(model, group.init_seeds)
+    for i, r in enumerate(runs):
+        store.save_params(r.run_id, flatten_params(_replica(initial, i)), kind="init")
+    if progress:
+        progress.start_group(batch_size=group.batch_size, epochs=spec.epochs,
+                             steps_per_epoch=runs[0].updates_per_epoch, n_replicas=len(runs))
+
+    def record(rec) -> None:
+        rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
+                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i])
+                for i, r in enumerate(runs) if rec.active[i]]
+        store.write_epoch(rows, diverged=[r.run_id for r, d in zip(runs, rec.diverged) if d],
+                          compile_time_s=gr.compile_time_s)
+        if progress and rec.epoch > 0:
+            progress.epoch_done(epoch=rec.epoch, wall_time_s=rec.wall_time_s)
+
+    finished = gr.train(record, should_stop, initial_params=initial)
+    for i, r in enumerate(runs):
+        store.save_params(r.run_id, flatten_params(_replica(gr.final_params, i)), kind="final")
+    store.finish_runs([r.run_id for r in runs], status="completed" if finished else "interrupted")
+    if progress:
+        progress.end_group()
+    return finished
 
 
 def _replica(stacked, i: int):
