@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from batchlab.data import Dataset
-from batchlab.engine import (Group, GroupRun, chunk_replicas, epoch_permutation, init_replicas, replica_bytes,
-                             updates_per_epoch)
+from batchlab.device import chunk_replicas, replica_bytes
+from batchlab.engine import Group, GroupRun, epoch_permutation, init_replicas
+from batchlab.spec import updates_per_epoch
 from batchlab.models import make_model
 
 CPU = jax.devices("cpu")[0]
@@ -178,3 +179,35 @@ def test_chunk_replicas_splits_into_as_few_chunks_as_fit(n, per, budget, sizes):
     chunks = chunk_replicas(n, per, budget)
     assert [len(c) for c in chunks] == sizes
     assert [i for c in chunks for i in c] == list(range(n))
+
+
+def test_resuming_from_a_checkpoint_continues_bit_identically():
+    data = tiny_dataset(n=30)
+    model = make_model("mlp", n_features=3, n_classes=3, hidden=(8,))
+    group = Group(4, (0.05, 0.2), (0, 1), (0, 1))
+    full = []
+    GroupRun(model, data, group, 6, "momentum", 0.9, CPU).train(full.append, checkpoints=True)
+    resumed = []
+    run = GroupRun(model, data, group, 6, "momentum", 0.9, CPU)
+    assert run.train(resumed.append, resume=full[3].checkpoint)
+    assert [r.epoch for r in resumed] == [4, 5, 6]
+    for a, b in zip(full[4:], resumed):
+        np.testing.assert_array_equal(a.step_losses, b.step_losses)
+        np.testing.assert_array_equal(a.test_loss, b.test_loss)
+        assert b.wall_time_s > full[3].wall_time_s
+
+
+def test_warmup_ramps_the_learning_rate_linearly_per_step():
+    """SGD on logreg, full batch (one step per epoch), warmup over 2 epochs from 0.1 to 0.5: steps use
+    lr 0.1, 0.3, then 0.5 (t / warmup_steps = 0, 1/2, 1)."""
+    data = tiny_dataset(n=6)
+    model = make_model("logreg", n_features=3, n_classes=3)
+    run = GroupRun(model, data, Group(6, (0.5,), (0,), (0,), warmup_from=(0.1,), warmup_epochs=2), 4, "sgd", 0.9,
+                   CPU)
+    run.train(lambda r: None)
+    p0 = init_replicas(model, (0,))
+    w, b = (np.asarray(p0["layer00"][k][0], np.float64) for k in ("w", "b"))
+    for lr in (0.1, 0.3, 0.5, 0.5):
+        gw, gb = logreg_grad(w, b, data.x_train.astype(np.float64), data.y_train, 3)
+        w, b = w - lr * gw, b - lr * gb
+    np.testing.assert_allclose(np.asarray(run.final_params["layer00"]["w"][0]), w, rtol=1e-5, atol=1e-6)

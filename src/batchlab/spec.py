@@ -95,6 +95,11 @@ class StudySpec:
         return scaled_lr(self.lr, batch_size, self.base_batch_size, self.lr_scaling)
 
 
+def updates_per_epoch(n_train: int, batch_size: int) -> int:
+    """ceil(N / B): the last, partial batch is kept."""
+    return math.ceil(n_train / batch_size)
+
+
 def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
     """eps(B) = eps_0 * (B / B_0) for `linear` (Goyal et al. 2017), eps_0 * sqrt(B / B_0) for `sqrt`."""
     ratio = batch_size / base_batch_size

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from batchlab.errors import BatchlabError
-from batchlab.spec import StudySpec, run_id
+from batchlab.spec import StudySpec, run_id, updates_per_epoch
 from batchlab.store import EpochRow, RunInfo, Store, check_out
 
 
@@ -63,8 +63,8 @@ def run_study(spec: StudySpec, out: str | Path, *, progress: Progress | None = N
     """
     check_out(out)
     from batchlab.data import load_dataset
-    from batchlab.engine import (chunk_replicas, describe_device, enable_compilation_cache, memory_budget_bytes,
-                                 replica_bytes, resolve_device, updates_per_epoch)
+    from batchlab.device import (chunk_replicas, describe_device, enable_compilation_cache, memory_budget_bytes,
+                                 replica_bytes, resolve_device)
     from batchlab.models import make_model
 
     enable_compilation_cache()
