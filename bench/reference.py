@@ -1,0 +1,91 @@
+"""The non-JAX contenders: two PyTorch loops and scikit-learn's MLPClassifier, all at batch size 1."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from batchlab.data import Dataset
+from batchlab.spec import DEFAULT_LR
+from bench.results import Result
+
+WARM_UP_STEPS = 100
+
+
+def torch_threads() -> int | None:
+    """PyTorch's intra-op thread count (left at its default), or None when torch cannot be imported."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def _torch_setup(data: Dataset):
+    """Tensors, the model nn.Sequential(Linear, ReLU, Linear), plain SGD and the loss, seeded."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train).long()
+    model = nn.Sequential(nn.Linear(data.n_features, 128), nn.ReLU(), nn.Linear(128, data.n_classes))
+    return x, y, model, torch.optim.SGD(model.parameters(), lr=DEFAULT_LR), nn.CrossEntropyLoss()
+
+
+def _step(model, opt, loss_fn, xb, yb) -> float:
+    """One idiomatic update: zero_grad, forward, backward, step; returns the loss as a Python float."""
+    opt.zero_grad()
+    loss = loss_fn(model(xb), yb)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _torch_loop(data: Dataset, epochs: int, batches: Callable) -> tuple[float, float]:
+    """Warm up, then time `epochs` passes over `batches(x, y)`; returns (seconds, mean loss of the last pass)."""
+    x, y, model, opt, loss_fn = _torch_setup(data)
+    for i in range(WARM_UP_STEPS):
+        _step(model, opt, loss_fn, x[i:i + 1], y[i:i + 1])
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        losses = [_step(model, opt, loss_fn, xb, yb) for xb, yb in batches(x, y)]
+    return time.perf_counter() - t0, float(np.mean(losses))
+
+
+def torch_dataloader(data: Dataset, *, epochs: int) -> Result:
+    """The idiomatic loop: TensorDataset + DataLoader(batch_size=1, shuffle=True)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    seconds, loss = _torch_loop(data, epochs, lambda x, y: DataLoader(TensorDataset(x, y), batch_size=1,
+                                                                       shuffle=True))
+    steps = epochs * data.n_train
+    return Result("PyTorch DataLoader loop", 1, steps, steps, seconds, final_loss=loss)
+
+
+def torch_manual(data: Dataset, *, epochs: int) -> Result:
+    """PyTorch with the data already in tensors: a shuffled index loop slicing x[i:i+1], no DataLoader."""
+    import torch
+
+    seconds, loss = _torch_loop(data, epochs, lambda x, y: ((x[i:i + 1], y[i:i + 1])
+                                                            for i in torch.randperm(len(x)).tolist()))
+    steps = epochs * data.n_train
+    return Result("PyTorch pre-loaded tensors, index loop", 1, steps, steps, seconds, final_loss=loss)
+
+
+def sklearn_mlp(data: Dataset, *, iters: int) -> Result:
+    """MLPClassifier with plain SGD at batch size 1 (no momentum, no L2 penalty) for exactly `iters` epochs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(128,), solver="sgd", batch_size=1, learning_rate_init=DEFAULT_LR,
+                        momentum=0.0, alpha=0.0, max_iter=iters, tol=0.0, n_iter_no_change=10**9, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(data.x_train, data.y_train)
+        seconds = time.perf_counter() - t0
+    steps = clf.n_iter_ * data.n_train
+    return Result("scikit-learn MLPClassifier (sgd)", 1, steps, steps, seconds, final_loss=float(clf.loss_))
