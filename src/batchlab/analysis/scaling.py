@@ -21,8 +21,13 @@ REGIME_FACTOR = 4.0
 """B <= B_crit / 4 is "perfect scaling", B >= 4 B_crit is "maximal data parallelism" (see `scaling_regime`)."""
 
 
+IDENTIFIED_FACTOR = 10.0
+"""A fitted B_crit more than this factor outside the measured batch sizes is not identified (`FitWarning`): over the
+measured range S(B) then differs from one of its asymptotes (S_min B_crit / B, or S_min) by under 10%."""
+
+
 class FitWarning(UserWarning):
-    """The S(B) fit ran into a bound: B_crit lies far outside the measured batch sizes and is not identified."""
+    """The S(B) fit puts B_crit far outside the measured batch sizes, where the data cannot identify it."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,8 @@ def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray, steps: Sequenc
 
     Raises ValueError (a BatchlabError) for fewer than 3 distinct positive batch sizes with finite positive steps:
     two points fit any (S_min, B_crit) exactly and leave nothing to judge the model by. Warns `FitWarning` when
-    B_crit runs to a bound (it lies far outside the measured batch sizes and is not identified).
+    B_crit lies more than `IDENTIFIED_FACTOR` outside the measured batch sizes (it is then not identified; the
+    optimiser is bounded to keep it finite).
     """
     b = np.asarray(batch_sizes, float)
     s = np.asarray(steps, float)
@@ -171,6 +177,26 @@ def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray, steps: Sequenc
         raise invalid("batch_sizes", tuple(b.tolist()),
                       "at least 3 distinct batch sizes with finite, positive steps to target (the fit of "
                       "S_min and B_crit needs one point more than its two parameters)")
+    theta, cov, rss = _fit_log_space(b, s)
+    dof = len(b) - 2
+    cov = cov * (rss / dof)
+    var_e = cov[0, 0] + cov[1, 1] + 2 * cov[0, 1]  # ln E_min = ln S_min + ln B_crit
+    log_se = np.sqrt(np.clip([cov[0, 0], cov[1, 1], var_e], 0.0, None))
+    log_values = np.array([theta[0], theta[1], theta[0] + theta[1]])
+    t = float(stats.t.ppf(0.5 + confidence / 2, dof))
+    with np.errstate(over="ignore"):  # an unidentified parameter's interval may run to inf
+        (s_min, b_crit, e_min), low, high = (np.exp(log_values + d * t * log_se) for d in (0, -1, 1))
+    return CriticalBatchFit(
+        s_min=float(s_min), b_crit=float(b_crit), e_min=float(e_min), log_se_s_min=float(log_se[0]),
+        log_se_b_crit=float(log_se[1]), log_se_e_min=float(log_se[2]), s_min_low=float(low[0]),
+        s_min_high=float(high[0]), b_crit_low=float(low[1]), b_crit_high=float(high[1]), e_min_low=float(low[2]),
+        e_min_high=float(high[2]), confidence=confidence, n=len(b), rms_log_residual=float(np.sqrt(rss / len(b))),
+    )
+
+
+def _fit_log_space(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """theta = (ln S_min, ln B_crit) minimising the log residuals; (J^T J)^-1 at theta; the residual sum of squares.
+    Warns `FitWarning` when B_crit is not identified."""
     log_s = np.log(s)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
@@ -180,27 +206,14 @@ def fit_critical_batch(batch_sizes: Sequence[float] | np.ndarray, steps: Sequenc
     lo = np.array([log_s.min() - 30.0, np.log(b.min()) - 15.0])
     hi = np.array([log_s.max() + 1.0, np.log(b.max()) + 15.0])
     result = optimize.least_squares(residuals, _initial_guess(b, s).clip(lo + 1e-9, hi - 1e-9), bounds=(lo, hi),
-                                    method="trf", x_scale=1.0, xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    if np.any(result.active_mask != 0):
-        warnings.warn(f"B_crit is not identified by batch sizes {sorted(set(b.tolist()))}: the fit ran into a bound "
-                      f"(B_crit = {np.exp(result.x[1]):.3g})", FitWarning, stacklevel=2)
-    dof = len(b) - 2
-    rss = float(np.sum(result.fun**2))
-    jac = result.jac
-    cov = np.linalg.pinv(jac.T @ jac) * (rss / dof)
-    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    se_e = float(np.sqrt(max(cov[0, 0] + cov[1, 1] + 2 * cov[0, 1], 0.0)))
-    t = float(stats.t.ppf(0.5 + confidence / 2, dof))
-    log_s_min, log_b_crit = (float(v) for v in result.x)
-    log_e_min = log_s_min + log_b_crit
-    return CriticalBatchFit(
-        s_min=float(np.exp(log_s_min)), b_crit=float(np.exp(log_b_crit)), e_min=float(np.exp(log_e_min)),
-        log_se_s_min=float(se[0]), log_se_b_crit=float(se[1]), log_se_e_min=se_e,
-        s_min_low=float(np.exp(log_s_min - t * se[0])), s_min_high=float(np.exp(log_s_min + t * se[0])),
-        b_crit_low=float(np.exp(log_b_crit - t * se[1])), b_crit_high=float(np.exp(log_b_crit + t * se[1])),
-        e_min_low=float(np.exp(log_e_min - t * se_e)), e_min_high=float(np.exp(log_e_min + t * se_e)),
-        confidence=confidence, n=len(b), rms_log_residual=float(np.sqrt(rss / len(b))),
-    )
+                                    method="trf", xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    b_crit = float(np.exp(result.x[1]))
+    if not b.min() / IDENTIFIED_FACTOR <= b_crit <= b.max() * IDENTIFIED_FACTOR:
+        identified = "E_min = S_min B_crit" if b_crit > b.max() else "S_min"
+        warnings.warn(f"B_crit = {b_crit:.3g} lies more than {IDENTIFIED_FACTOR:g}x outside the measured batch sizes "
+                      f"[{b.min():g}, {b.max():g}]: the data follow one asymptote of S(B) and do not identify B_crit "
+                      f"(only {identified}); measure batch sizes nearer to it", FitWarning, stacklevel=3)
+    return result.x, np.linalg.pinv(result.jac.T @ result.jac), float(np.sum(result.fun**2))
 
 
 def _initial_guess(b: np.ndarray, s: np.ndarray) -> np.ndarray:
