@@ -44,6 +44,9 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--seed": ("seed", "first initialization seed (default 0)"),
     "--order-seed": ("order_seed", "first data-order seed (default 0)"),
     "--device": ("device", "auto (default), cpu or gpu"),
+    "--warmup-epochs": ("warmup_epochs", "linear warmup from --lr to the scaled rate over this many epochs (default 0)"),
+    "--budget-steps": ("budget_steps", "instead of --epochs: at least this many updates per run"),
+    "--budget-examples": ("budget_examples", "instead of --epochs: at least this many examples per run"),
 }
 
 

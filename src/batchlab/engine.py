@@ -9,7 +9,7 @@ host once per epoch. The engine knows nothing of SQLite or figures: it yields :c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,13 +167,24 @@ class GroupRun:
     compile_time_s: float = 0.0
     final_params: Any = None
 
+    finished: bool = False
+
     def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
               initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
-        """Train up to `epochs` epochs, calling `on_epoch` with epoch 0 (before any update; skipped when resuming)
-        and each epoch after. `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every
-        record. Returns False if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
+        """Run :meth:`epochs`, handing each record to `on_epoch`; returns whether all epochs ran."""
+        for record in self.epochs_iter(should_stop, initial_params=initial_params, resume=resume,
+                                       checkpoints=checkpoints):
+            on_epoch(record)
+        return self.finished
+
+    def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
+                    resume: Checkpoint | None = None, checkpoints: bool = False) -> Iterator[EpochRecord]:
+        """Yield epoch 0 (before any update; skipped when resuming) and each epoch after, up to `epochs`.
+        `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record. Afterwards
+        `finished` is False if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
         g, d = self.group, self.data
         steps = updates_per_epoch(d.n_train, g.batch_size)
+        self.finished = False
         with jax.default_device(self.device):
             arrays = [jax.device_put(a, self.device) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]
             opt = make_optimizer(self.optimizer, momentum=self.momentum)
@@ -189,7 +200,7 @@ class GroupRun:
             t0 = time.perf_counter()
             epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=g.batch_size,
                                               warmup_steps=g.warmup_epochs * steps))
-            compiled = epoch_fn.lower(params, opt_state, *per_replica, jnp.int32(1), *arrays).compile()
+            compiled = epoch_fn.lower(params, opt_state, *per_replica, np.int32(1), *arrays).compile()
             self.compile_time_s = time.perf_counter() - t0
 
             def snapshot(epoch: int, wall: float, params, opt_state, active) -> Checkpoint | None:
@@ -201,23 +212,21 @@ class GroupRun:
             first = 1 if resume is None else resume.epoch + 1
             active = np.ones(g.n_replicas, bool) if resume is None else resume.active.copy()
             wall_offset = 0.0 if resume is None else resume.wall_time_s
+            self.final_params = params
             if resume is None:
                 t0 = time.perf_counter()
                 metrics = [np.asarray(m) for m in jax.jit(build_eval_fn(self.model))(params, *arrays)]
                 self.compile_time_s += time.perf_counter() - t0  # evaluation compile, once per group
                 none = np.zeros(g.n_replicas, bool)
-                on_epoch(EpochRecord(0, 0, 0, 0.0, np.zeros((g.n_replicas, 0), np.float32), *metrics,
-                                     diverged=none, active=active.copy(),
-                                     checkpoint=snapshot(0, 0.0, params, opt_state, active)))
-            self.final_params = params
-            if first > self.epochs:
-                return True
+                yield EpochRecord(0, 0, 0, 0.0, np.zeros((g.n_replicas, 0), np.float32), *metrics,
+                                  diverged=none, active=active.copy(),
+                                  checkpoint=snapshot(0, 0.0, params, opt_state, active))
 
             def dispatch(epoch, params, opt_state):  # asynchronous: returns device futures at once
-                return compiled(params, opt_state, *per_replica, jnp.int32(epoch), *arrays)
+                return compiled(params, opt_state, *per_replica, np.int32(epoch), *arrays)
 
             t0 = time.perf_counter()
-            pending = dispatch(first, params, opt_state)
+            pending = dispatch(first, params, opt_state) if first <= self.epochs else None
             for epoch in range(first, self.epochs + 1):
                 params, opt_state, step_losses, metrics = pending
                 # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
@@ -231,10 +240,12 @@ class GroupRun:
                 finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
                 diverged = active & ~finite
                 active &= ~diverged
-                on_epoch(EpochRecord(epoch, epoch * steps, epoch * d.n_train, wall, step_losses, *metrics,
-                                     diverged=diverged, active=active | diverged,
-                                     checkpoint=snapshot(epoch, wall, params, opt_state, active)))
                 self.final_params = params
-                if stop or not active.any():
-                    return not stop
-        return True
+                yield EpochRecord(epoch, epoch * steps, epoch * d.n_train, wall, step_losses, *metrics,
+                                  diverged=diverged, active=active | diverged,
+                                  checkpoint=snapshot(epoch, wall, params, opt_state, active))
+                if stop:
+                    return
+                if not active.any():
+                    break
+        self.finished = True

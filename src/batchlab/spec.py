@@ -77,6 +77,12 @@ class StudySpec:
     """First data-order seed: the per-epoch shuffling, identical for every batch size."""
     device: str = "auto"
     """`auto` (a GPU when JAX sees one), `cpu` or `gpu`."""
+    warmup_epochs: int = 0
+    """Epochs of linear warmup from `lr` to the scaled rate (Goyal et al. 2017); needs lr_scaling linear or sqrt."""
+    budget_steps: int | None = None
+    """Instead of `epochs`: train each batch size for at least this many updates (rounded up to whole epochs)."""
+    budget_examples: int | None = None
+    """Instead of `epochs`: train each batch size on at least this many examples (rounded up to whole epochs)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -89,6 +95,14 @@ class StudySpec:
             if not 1 <= b <= n_train:
                 raise invalid("batch_sizes", b, f"integers 1 <= b <= {n_train} (the training-set size) or 'full'")
         return sorted(set(sizes))
+
+    def epochs_for(self, batch_size: int, n_train: int) -> int:
+        """Whole epochs to train at `batch_size`: `epochs`, or the fewest that meet the step or example budget."""
+        if self.budget_steps is not None:
+            return math.ceil(self.budget_steps / updates_per_epoch(n_train, batch_size))
+        if self.budget_examples is not None:
+            return math.ceil(self.budget_examples / n_train)
+        return self.epochs
 
     def lr_for(self, batch_size: int) -> float:
         """The learning rate used at `batch_size` under the scaling rule."""
@@ -224,6 +238,9 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "seed": _int_in(0, 2**31 - 1),
     "order_seed": _int_in(0, 2**31 - 1),
     "device": _choice("auto", "cpu", "gpu"),
+    "warmup_epochs": _int_in(0, 1_000_000),
+    "budget_steps": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (updates per run)"),
+    "budget_examples": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (examples per run)"),
 }
 assert set(CONSTRAINTS) == {f.name for f in dataclasses.fields(StudySpec)}
 
@@ -247,6 +264,11 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
         raise invalid("target", spec.target, "only with a CSV dataset (the built-in datasets have their labels)")
     if spec.dataset.lower().endswith(".csv") and spec.target is None:
         raise invalid("target", None, "the name of the class-label column of the CSV file (--target COLUMN)")
+    if spec.warmup_epochs and spec.lr_scaling == "none":
+        raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear or sqrt (warmup ramps from "
+                      "lr to the scaled rate, Goyal et al. 2017)")
+    if spec.budget_steps is not None and spec.budget_examples is not None:
+        raise invalid("budget_examples", spec.budget_examples, "unset when budget_steps is set (one budget per study)")
     return spec
 
 

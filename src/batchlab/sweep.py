@@ -1,0 +1,169 @@
+"""Sweeps: a study file whose list-valued fields are axes, expanded into runs and packed into groups.
+
+A sweep file uses the `run` flags' names with dashes as underscores. Where `run` takes one value, a list makes
+the field an axis (`lr = [0.01, 0.03, 0.1]`, or a log range `lr = {log_range = [0.001, 0.1, 5]}`), so a `run`
+config is a valid one-point sweep. Every run has a content-hash id, so the same file always names the same runs.
+All (learning rate, seed) replicas of one batch size and one model/optimizer setting form a pack that trains as
+one vmapped program, split into chunks that fit in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from batchlab.errors import BatchlabError, invalid
+from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, run_id, updates_per_epoch
+
+AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
+        "model")
+"""Fields that may take a list of values in a sweep file."""
+PER_REPLICA = ("lr", "lr_scaling", "base_batch_size")
+"""Axes that only change a replica's learning rate: runs differing only in these share one vmapped program."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A base spec and the axes that vary; `points()` is their Cartesian product, in file order."""
+
+    base: StudySpec
+    axes: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def points(self) -> list[StudySpec]:
+        names = [name for name, _ in self.axes]
+        return [replace(self.base, **dict(zip(names, combo)))
+                for combo in itertools.product(*(values for _, values in self.axes))]
+
+    def fingerprint(self) -> str:
+        """A hash of everything that defines the runs: a changed study file gets a different fingerprint."""
+        content = {"base": self.base.to_dict(), "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]]
+                                                          for n, vs in self.axes]}
+        content["base"].pop("device")
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{n}={list(v)}" for n, v in self.axes)
+        return f"Sweep({len(self.points())} points x {len(self.base.batch_sizes)} batch sizes x {self.base.seeds} " \
+               f"seeds{'; ' + axes if axes else ''})"
+
+
+def _is_axis(name: str, raw: Any) -> bool:
+    if name == "lr" and isinstance(raw, Mapping):
+        return True
+    if not isinstance(raw, list | tuple):
+        return False
+    if name == "hidden":  # a list of ints is one value (layer widths); a list of lists or strings is an axis
+        return all(isinstance(v, list | tuple | str) for v in raw)
+    return True
+
+
+def _axis_values(name: str, raw: Any) -> tuple[Any, ...]:
+    if isinstance(raw, Mapping):
+        if set(raw) != {"log_range"} or not isinstance(raw["log_range"], list) or len(raw["log_range"]) != 3:
+            raise invalid(name, raw, "a number, a list of numbers, or {log_range = [low, high, count]}")
+        low, high, count = raw["log_range"]
+        try:
+            low, high, count = float(low), float(high), int(count)
+        except (TypeError, ValueError):
+            raise invalid(name, raw, "{log_range = [low, high, count]} with numbers low < high and count >= 2") from None
+        if not (0 < low < high and count >= 2):
+            raise invalid(name, raw, "{log_range = [low, high, count]} with 0 < low < high and count >= 2")
+        raw = [float(v) for v in np.geomspace(low, high, count)]
+    if not raw:
+        raise invalid(name, raw, "a non-empty list")
+    parse, allowed = CONSTRAINTS[name]
+    values = []
+    for i, v in enumerate(raw):
+        try:
+            values.append(parse(v))
+        except (ValueError, TypeError, AttributeError):
+            raise invalid(f"{name}[{i}]", v, allowed) from None
+    if len(set(values)) != len(values):
+        raise invalid(name, raw, "distinct values")
+    return tuple(values)
+
+
+def build_sweep(values: Mapping[str, Any]) -> Sweep:
+    """Validate a sweep file's raw values: scalars as in `run`, lists of axis fields as axes. Every point is
+    validated as a whole, so a combination that is not allowed is reported before anything is written."""
+    scalars = {k: v for k, v in values.items() if not (k in AXES and _is_axis(k, v))}
+    axes = tuple((k, _axis_values(k, v)) for k, v in values.items() if k in AXES and _is_axis(k, v))
+    base = build_spec(scalars)
+    sweep = Sweep(base, axes)
+    for point in sweep.points():
+        build_spec({k: v for k, v in point.to_dict().items()})
+    return sweep
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan: runs and the groups that train them.
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run_id: str
+    point: StudySpec
+    batch_size: int
+    seed_index: int
+    lr: float
+    epochs: int
+
+    @property
+    def init_seed(self) -> int:
+        return self.point.seed + self.seed_index
+
+    @property
+    def order_seed(self) -> int:
+        return self.point.order_seed + self.seed_index
+
+
+@dataclass(frozen=True)
+class PlannedGroup:
+    """Runs trained together as one vmapped program: same batch size, model, optimizer and epochs."""
+
+    group_id: str
+    batch_size: int
+    epochs: int
+    runs: tuple[PlannedRun, ...]
+
+    @property
+    def point(self) -> StudySpec:
+        """The spec shared by the group's runs (their learning rates may differ)."""
+        return self.runs[0].point
+
+
+def pack_key(point: StudySpec) -> str:
+    return json.dumps({k: v for k, v in point.to_dict().items() if k not in PER_REPLICA}, sort_keys=True)
+
+
+def plan(sweep: Sweep, *, n_train: int, max_replicas: int) -> list[PlannedGroup]:
+    """Every run of the sweep, packed by (batch size, model/optimizer setting) and chunked to `max_replicas`."""
+    if max_replicas < 1:
+        raise BatchlabError("max_replicas: must be >= 1")
+    packs: dict[tuple[int, str], list[PlannedRun]] = {}
+    for point in sweep.points():
+        for b in point.resolved_batch_sizes(n_train):
+            for i in range(point.seeds):
+                run = PlannedRun(run_id(point, batch_size=b, seed_index=i), point, b, i, point.lr_for(b),
+                                 point.epochs_for(b, n_train))
+                packs.setdefault((b, pack_key(point)), []).append(run)
+    groups = []
+    for (b, _), runs in sorted(packs.items(), key=lambda kv: kv[0][0]):
+        n_chunks = math.ceil(len(runs) / max_replicas)
+        size = math.ceil(len(runs) / n_chunks)
+        for start in range(0, len(runs), size):
+            chunk = tuple(runs[start:start + size])
+            digest = hashlib.sha256(" ".join(r.run_id for r in chunk).encode()).hexdigest()[:10]
+            groups.append(PlannedGroup(f"bs{b}-{digest}", b, chunk[0].epochs, chunk))
+    return groups
+
+
+def steps_per_epoch(group: PlannedGroup, n_train: int) -> int:
+    return updates_per_epoch(n_train, group.batch_size)
