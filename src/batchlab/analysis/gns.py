@@ -105,7 +105,10 @@ def b_simple_two_batch(microbatch_grads: np.ndarray, microbatch_size: int, *, n_
     Confidence interval: percentile bootstrap over microbatches: `n_bootstrap` resamples of the k rows with
     replacement, each giving both estimators and their ratio; the interval is the (1 -+ confidence)/2 quantiles
     of those ratios (actual resampled values, so an inf upper end stays inf). It is reproducible from `seed`.
-    The point estimate is the ratio of the full-sample estimators, not a bootstrap mean.
+    The interval is approximate and runs narrow for few microbatches: in a Gaussian simulation with the noise of
+    one microbatch comparable to the signal (tr(Sigma) / b ~ |G|^2), a nominal 95% interval covered the truth
+    about 83% of the time with k = 8, 89% with k = 32, and 97% with k = 32 single examples (b = 1). The point
+    estimate is the ratio of the full-sample estimators, not a bootstrap mean.
     """
     grads = np.asarray(microbatch_grads, float)
     if grads.ndim != 2 or len(grads) < 2:

@@ -1,0 +1,121 @@
+"""Gradient noise scale against a hand-worked example, exact enumeration, and gradients of known G and Sigma."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from batchlab.analysis.gns import b_simple_exact, b_simple_two_batch
+from batchlab.errors import BatchlabError
+
+
+def test_exact_mode_hand_worked():
+    # G = (2, 1), |G|^2 = 5; deviations (-1, -1), (1, -1), (0, 2): tr(Sigma) = (2 + 2 + 4) / 3
+    est = b_simple_exact(np.array([[1.0, 0.0], [3.0, 0.0], [2.0, 3.0]]))
+    assert est.grad_sq_norm == pytest.approx(5.0) and est.trace_sigma == pytest.approx(8 / 3)
+    assert est.b_simple == pytest.approx(8 / 15) and est.method == "exact" and est.n == 3
+    assert np.isnan(est.b_simple_low) and "b_simple=0.5333" in repr(est)
+
+
+def test_exact_mode_sigma_gives_the_minibatch_noise_by_enumeration():
+    # With Sigma normalised by 1/N, E|G_B|^2 over all minibatches is |G|^2 + tr(Sigma) / B with replacement and
+    # |G|^2 + tr(Sigma) / B * (N - B) / (N - 1) without: both exactly, by enumerating every ordered minibatch.
+    grads = np.random.default_rng(0).normal(size=(5, 3)) + 0.5
+    est = b_simple_exact(grads)
+    for b in (2, 3):
+        with_repl = [np.sum(grads[list(i)].mean(0) ** 2) for i in itertools.product(range(5), repeat=b)]
+        without = [np.sum(grads[list(i)].mean(0) ** 2) for i in itertools.permutations(range(5), b)]
+        assert np.mean(with_repl) == pytest.approx(est.grad_sq_norm + est.trace_sigma / b)
+        assert np.mean(without) == pytest.approx(est.grad_sq_norm + est.trace_sigma / b * (5 - b) / 4)
+
+
+def test_two_batch_with_single_examples_of_the_whole_set_equals_the_exact_mode():
+    grads = np.random.default_rng(1).normal(size=(20, 4)) + 0.3
+    exact = b_simple_exact(grads)
+    two = b_simple_two_batch(grads, 1, n_train=20)
+    assert two.grad_sq_norm == pytest.approx(exact.grad_sq_norm)
+    assert two.trace_sigma == pytest.approx(exact.trace_sigma) and two.b_simple == pytest.approx(exact.b_simple)
+    # without n_train the rows are treated as a sample: tr(Sigma) becomes the 1/(N - 1) sample covariance
+    sample = b_simple_two_batch(grads, 1)
+    assert sample.trace_sigma == pytest.approx(exact.trace_sigma * 20 / 19)
+    assert sample.grad_sq_norm == pytest.approx(exact.grad_sq_norm - sample.trace_sigma / 20)
+
+
+G = np.array([1.0, -0.5, 0.25, 0.0, 0.5])
+L = np.random.default_rng(2).normal(size=(5, 5))
+SIGMA = L @ L.T  # per-example covariance; tr(Sigma) / |G|^2 = B_simple
+TRUE_B_SIMPLE = np.trace(SIGMA) / (G @ G)
+
+
+def microbatches(rng, k, b, size=()):
+    """k microbatch gradients of size b: each the mean of b draws from N(G, Sigma), i.e. N(G, Sigma / b)."""
+    return G + rng.normal(size=(*size, k, 5)) @ L.T / np.sqrt(b)
+
+
+def test_expected_squared_norm_of_a_minibatch_gradient():
+    g = microbatches(np.random.default_rng(3), 200_000, 4)
+    sq = np.sum(g**2, axis=1)
+    assert sq.mean() == pytest.approx(G @ G + np.trace(SIGMA) / 4, abs=4 * sq.std() / np.sqrt(len(sq)))
+
+
+def test_two_batch_numerator_and_denominator_are_unbiased():
+    rng = np.random.default_rng(4)
+    draws = microbatches(rng, 4, 8, size=(4000,))
+    estimates = [b_simple_two_batch(d, 8, n_bootstrap=1) for d in draws]
+    g2, tr = np.array([e.grad_sq_norm for e in estimates]), np.array([e.trace_sigma for e in estimates])
+    se = lambda x: x.std() / np.sqrt(len(x))  # noqa: E731
+    assert abs(g2.mean() - G @ G) < 4 * se(g2)
+    assert abs(tr.mean() - np.trace(SIGMA)) < 4 * se(tr)
+    assert se(tr) < 0.05 * np.trace(SIGMA)  # the check has teeth: a 10% bias would fail it
+
+
+def test_two_batch_is_unbiased_for_disjoint_draws_from_a_finite_set_only_with_n_train():
+    rng = np.random.default_rng(5)
+    population = rng.normal(size=(12, 3)) + np.array([0.5, 0.0, -0.5])
+    exact = b_simple_exact(population)
+    estimates = {None: [], 12: []}
+    for _ in range(6000):
+        rows = population[rng.permutation(12)[:6]].reshape(3, 2, 3).mean(axis=1)  # k = 3 microbatches of 2
+        for n_train in estimates:
+            est = b_simple_two_batch(rows, 2, n_train=n_train, n_bootstrap=1)
+            estimates[n_train].append((est.grad_sq_norm, est.trace_sigma))
+    corrected, naive = np.array(estimates[12]), np.array(estimates[None])
+    se = corrected.std(axis=0) / np.sqrt(len(corrected))
+    assert np.all(np.abs(corrected.mean(axis=0) - [exact.grad_sq_norm, exact.trace_sigma]) < 4 * se)
+    # without the finite-population correction tr(Sigma) comes out N / (N - 1) too large (here 9%)
+    assert naive[:, 1].mean() == pytest.approx(exact.trace_sigma * 12 / 11, abs=4 * se[1])
+    assert naive[:, 1].mean() - exact.trace_sigma > 5 * se[1]
+
+
+def test_bootstrap_interval_covers_the_truth_and_is_reproducible():
+    rng = np.random.default_rng(6)
+    covered = 0
+    repeats = 200
+    for draw in microbatches(rng, 32, 16, size=(repeats,)):
+        est = b_simple_two_batch(draw, 16, n_bootstrap=400, seed=0)
+        assert est.b_simple_low <= est.b_simple <= est.b_simple_high
+        covered += est.b_simple_low <= TRUE_B_SIMPLE <= est.b_simple_high
+    assert 0.85 <= covered / repeats <= 0.99  # percentile intervals run a little narrow at k = 32 (~89%)
+    draw = microbatches(rng, 32, 16)
+    a, b = b_simple_two_batch(draw, 16, seed=7), b_simple_two_batch(draw, 16, seed=7)
+    c = b_simple_two_batch(draw, 16, seed=8)
+    assert (a.b_simple_low, a.b_simple_high) == (b.b_simple_low, b.b_simple_high)
+    assert (a.b_simple_low, a.b_simple_high) != (c.b_simple_low, c.b_simple_high)
+    assert a.b_simple == c.b_simple and a.method == "two_batch" and a.n == 32 and a.confidence == 0.95
+
+
+def test_pure_noise_gives_an_infinite_noise_scale():
+    # microbatch gradients symmetric about 0: the big-batch gradient is 0, the |G|^2 estimate negative
+    est = b_simple_two_batch(np.array([[1.0, 2.0], [-1.0, -2.0]]), 4)
+    assert est.grad_sq_norm < 0 and est.b_simple == np.inf and est.b_simple_high == np.inf
+
+
+def test_invalid_inputs_are_named():
+    with pytest.raises(BatchlabError, match="microbatch_grads"):
+        b_simple_two_batch(np.ones((1, 3)), 4)
+    with pytest.raises(BatchlabError, match="n_train"):
+        b_simple_two_batch(np.ones((4, 3)), 4, n_train=15)
+    with pytest.raises(BatchlabError, match="per_example_grads"):
+        b_simple_exact(np.ones(3))
