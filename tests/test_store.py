@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from batchlab.errors import BatchlabError
-from batchlab.store import EpochRow, RunInfo, Store
+from batchlab.store import EpochRow, GroupCheckpoint, RunInfo, Store
 
 
 def make_store(tmp_path):
     store = Store.create(tmp_path / "s", meta={"spec": {"epochs": 2}})
-    store.add_runs([RunInfo("r1", 2, 0.1, 0, 0, 0, 5, 3, 2), RunInfo("r2", 2, 0.1, 1, 1, 1, 5, 3, 2)],
-                   config={"epochs": 2}, versions={"jax": "x"}, device="cpu:test")
+    store.add_runs([(RunInfo("r1", "g", 2, 0.1, 0, 0, 0, 5, 3, 2), {"epochs": 2}),
+                    (RunInfo("r2", "g", 2, 0.1, 1, 1, 1, 5, 3, 2), {"epochs": 2})], versions={"jax": "x"},
+                   device="cpu:test")
     return store
 
 
@@ -69,3 +70,17 @@ def test_parameters_round_trip_in_layer_order(tmp_path):
     loaded = store.load_params("r1")
     assert list(loaded) == list(params)
     np.testing.assert_array_equal(loaded["layer00/w"], params["layer00/w"])
+
+
+def test_the_checkpoint_is_committed_with_its_epoch_and_replaced_by_the_next(tmp_path):
+    store = make_store(tmp_path)
+    assert store.checkpoint("g") is None
+    leaves = [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2], np.int32)]
+    store.write_epoch([row("r1", 0, [])], checkpoint=GroupCheckpoint("g", 0, 0.0, np.array([True, True]), leaves))
+    later = [2 * leaves[0], leaves[1]]
+    store.write_epoch([row("r1", 1, [1.0, 1.0, 1.0])],
+                      checkpoint=GroupCheckpoint("g", 1, 0.5, np.array([True, False]), later))
+    cp = store.checkpoint("g")
+    assert (cp.epoch, cp.wall_time_s, list(cp.active)) == (1, 0.5, [True, False])
+    np.testing.assert_array_equal(cp.leaves[0], later[0])
+    assert cp.leaves[1].dtype == np.int32

@@ -1,4 +1,5 @@
-"""A live progress bar (rich, on stderr) with epochs done, replica-steps per second and ETA."""
+"""A live progress view (rich, on stderr): a bar per group with epochs, replica-steps per second, ETA, and
+counts of finished and diverged runs."""
 
 from __future__ import annotations
 
@@ -7,36 +8,41 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class RichProgress:
-    """One bar per batch-size group; the rate is replica-steps (minibatch updates summed over replicas) per second
-    of training time."""
+    """One bar per group. The rate is replica-steps (minibatch updates summed over a group's replicas) per second
+    of training time. The display starts with the first group, so input errors print nothing before their line."""
 
     def __init__(self, console: Console | None = None):
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console or Console(stderr=True), transient=False)
-        self._task = None
-        self._steps = 0
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[diverged]}"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=console or Console(stderr=True))
+        self._tasks: dict[str, tuple[int, int, int]] = {}  # group -> (task id, replica-steps per epoch, first epoch)
         self._started = False
+        self.finished_groups = 0
+        self.diverged_runs = 0
 
     def __enter__(self) -> RichProgress:
-        return self  # the display starts with the first group, so input errors print nothing before their line
+        return self
 
     def __exit__(self, *exc) -> None:
         if self._started:
             self._progress.stop()
 
-    def start_group(self, *, batch_size: int, epochs: int, steps_per_epoch: int, n_replicas: int) -> None:
+    def start_group(self, group_id: str, *, batch_size: int, epochs: int, steps_per_epoch: int, n_replicas: int,
+                    done_epochs: int = 0) -> None:
         if not self._started:
             self._progress.start()
             self._started = True
-        self._steps = steps_per_epoch * n_replicas
-        label = f"batch size {batch_size}" + (f" x{n_replicas}" if n_replicas > 1 else "")
-        self._task = self._progress.add_task(label, total=epochs, rate="compiling")
+        label = f"batch size {batch_size}" + (f" x{n_replicas} replicas" if n_replicas > 1 else "")
+        task = self._progress.add_task(label, total=epochs, completed=done_epochs, rate="compiling", diverged="")
+        self._tasks[group_id] = (task, steps_per_epoch * n_replicas, done_epochs)
 
-    def epoch_done(self, *, epoch: int, wall_time_s: float) -> None:
-        rate = epoch * self._steps / wall_time_s if wall_time_s > 0 else float("inf")
-        self._progress.update(self._task, completed=epoch, rate=f"{rate:,.0f} steps/s")
+    def epoch_done(self, group_id: str, *, epoch: int, wall_time_s: float, diverged: int) -> None:
+        task, steps, _ = self._tasks[group_id]
+        rate = epoch * steps / wall_time_s if wall_time_s > 0 else float("inf")
+        self.diverged_runs += diverged
+        self._progress.update(task, completed=epoch, rate=f"{rate:,.0f} steps/s",
+                              diverged=f"{self.diverged_runs} diverged" if self.diverged_runs else "")
 
-    def end_group(self) -> None:
-        self._task = None
+    def end_group(self, group_id: str) -> None:
+        self.finished_groups += 1

@@ -13,6 +13,7 @@ knows nothing of JAX: it takes and gives plain NumPy arrays and dicts.
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -30,7 +31,7 @@ DB_NAME = "study.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, batch_size INTEGER NOT NULL, lr REAL NOT NULL, seed INTEGER NOT NULL,
+    run_id TEXT PRIMARY KEY, group_id TEXT NOT NULL, batch_size INTEGER NOT NULL, lr REAL NOT NULL, seed INTEGER NOT NULL,
     init_seed INTEGER NOT NULL, order_seed INTEGER NOT NULL, n_train INTEGER NOT NULL,
     updates_per_epoch INTEGER NOT NULL, epochs_planned INTEGER NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', diverged_epoch INTEGER,
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS epochs (
     examples_seen INTEGER NOT NULL, wall_time_s REAL NOT NULL, train_loss REAL, train_acc REAL,
     test_loss REAL, test_acc REAL, PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    group_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, wall_time_s REAL NOT NULL, state BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, first_step INTEGER NOT NULL,
     losses BLOB NOT NULL, PRIMARY KEY (run_id, epoch)
@@ -59,6 +63,7 @@ class RunInfo:
     """What is known about a run before it trains."""
 
     run_id: str
+    group_id: str
     batch_size: int
     lr: float
     seed: int
@@ -151,17 +156,20 @@ class Store:
         self._con.close()
 
     # -- writing ------------------------------------------------------------------------------------------
-    def add_runs(self, runs: Iterable[RunInfo], *, config: Mapping[str, Any], versions: Mapping[str, str],
+    def add_runs(self, runs: Iterable[tuple[RunInfo, Mapping[str, Any]]], *, versions: Mapping[str, str],
                  device: str) -> None:
+        """Register runs with their full config (the spec of their sweep point)."""
         now = time.time()
         with _transaction(self._con):
             self._con.executemany(
-                "INSERT INTO runs (run_id, batch_size, lr, seed, init_seed, order_seed, n_train, updates_per_epoch,"
-                " epochs_planned, config, versions, device, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(r.run_id, r.batch_size, r.lr, r.seed, r.init_seed, r.order_seed, r.n_train, r.updates_per_epoch,
-                  r.epochs_planned, json.dumps(dict(config, batch_size=r.batch_size, lr=r.lr, init_seed=r.init_seed,
-                                                    order_seed=r.order_seed)),
-                  json.dumps(dict(versions)), device, now) for r in runs])
+                "INSERT INTO runs (run_id, group_id, batch_size, lr, seed, init_seed, order_seed, n_train,"
+                " updates_per_epoch, epochs_planned, config, versions, device, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(r.run_id, r.group_id, r.batch_size, r.lr, r.seed, r.init_seed, r.order_seed, r.n_train,
+                  r.updates_per_epoch, r.epochs_planned,
+                  json.dumps(dict(config, batch_size=r.batch_size, lr=r.lr, init_seed=r.init_seed,
+                                  order_seed=r.order_seed), sort_keys=True),
+                  json.dumps(dict(versions)), device, now) for r, config in runs])
 
     def save_params(self, run_id: str, flat_params: Mapping[str, np.ndarray], *, kind: str = "init") -> Path:
         """Write `kind/<run_id>.npz` (kind is `init` or `final`) atomically."""
@@ -174,11 +182,16 @@ class Store:
         return path
 
     def write_epoch(self, rows: Iterable[EpochRow], *, diverged: Iterable[str] = (),
-                    compile_time_s: float | None = None) -> None:
-        """Record one epoch of a group in one transaction: metrics, step losses, and run progress."""
+                    compile_time_s: float | None = None, checkpoint: GroupCheckpoint | None = None) -> None:
+        """Record one epoch of a group in one transaction: metrics, step losses, run progress and the group's
+        checkpoint, so that a killed process resumes exactly after the last committed epoch."""
         rows = list(rows)
         diverged = set(diverged)
         with _transaction(self._con):
+            if checkpoint is not None:
+                self._con.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
+                                  (checkpoint.group_id, checkpoint.epoch, checkpoint.wall_time_s,
+                                   _npz_bytes(checkpoint.arrays())))
             self._con.executemany(
                 f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [(r.run_id, r.epoch, r.updates, r.examples_seen, r.wall_time_s, _real(r.train_loss),
@@ -203,14 +216,33 @@ class Store:
             self._con.executemany("UPDATE runs SET status=?, finished_at=? WHERE run_id=? AND status!='diverged'",
                                   [(status, time.time(), rid) for rid in run_ids])
 
+    def mark_runs(self, run_ids: Iterable[str], *, status: str) -> None:
+        """Set the status of runs that have not completed or diverged (e.g. `running` again on resume)."""
+        with _transaction(self._con):
+            self._con.executemany("UPDATE runs SET status=? WHERE run_id=? AND status NOT IN ('completed', 'diverged')",
+                                  [(status, rid) for rid in run_ids])
+
     # -- reading ------------------------------------------------------------------------------------------
+    def checkpoint(self, group_id: str) -> GroupCheckpoint | None:
+        """The last committed checkpoint of a group, or None if none was written."""
+        row = self._con.execute("SELECT epoch, wall_time_s, state FROM checkpoints WHERE group_id=?",
+                                (group_id,)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row["state"])) as f:
+            arrays = [f[k] for k in sorted(f.files)]
+        return GroupCheckpoint(group_id, row["epoch"], row["wall_time_s"], arrays[0].astype(bool), arrays[1:])
+
+    def statuses(self) -> dict[str, str]:
+        return {r["run_id"]: r["status"] for r in self._con.execute("SELECT run_id, status FROM runs")}
+
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"]) for r in self._con.execute("SELECT key, value FROM study")}
 
     def runs(self) -> list[dict[str, Any]]:
         """All runs, ordered by batch size then seed, as dicts (config and versions decoded)."""
         out = []
-        for r in self._con.execute("SELECT * FROM runs ORDER BY batch_size, lr, seed"):
+        for r in self._con.execute("SELECT * FROM runs ORDER BY batch_size, lr, seed, run_id"):
             d = dict(r)
             d["config"], d["versions"] = json.loads(d["config"]), json.loads(d["versions"])
             out.append(d)
@@ -239,6 +271,26 @@ class Store:
     def load_params(self, run_id: str, *, kind: str = "init") -> dict[str, np.ndarray]:
         with np.load(self.directory / kind / f"{run_id}.npz") as f:
             return {k: f[k] for k in f.files}
+
+
+@dataclass(frozen=True)
+class GroupCheckpoint:
+    """A group's state after `epoch`: which replicas are active, and the state leaves (replica axis first)."""
+
+    group_id: str
+    epoch: int
+    wall_time_s: float
+    active: np.ndarray
+    leaves: list[np.ndarray]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"a_active": np.asarray(self.active), **{f"leaf{i:05d}": a for i, a in enumerate(self.leaves)}}
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **dict(arrays))
+    return buffer.getvalue()
 
 
 def _real(x: float) -> float | None:

@@ -1,6 +1,9 @@
-"""Run a study end to end: spec -> data and model -> engine (one group per batch size) -> store.
+"""Run a study or a sweep end to end: spec -> data and model -> plan of groups -> executor -> store.
 
-This is the Python entry point the CLI calls; everything is validated before the study directory is created.
+The driver validates everything before the study directory is created, plans the groups (one vmapped program
+per batch size and model setting, chunked to fit memory), hands them to an executor, and alone writes the
+store from the messages the groups send back. Re-running a sweep into its directory resumes it: finished runs
+are skipped, a group in flight restarts from its last committed epoch, and a changed study file is refused.
 """
 
 from __future__ import annotations
@@ -17,21 +20,26 @@ from pathlib import Path
 from typing import Protocol
 
 from batchlab.errors import BatchlabError
-from batchlab.spec import StudySpec, run_id, updates_per_epoch
-from batchlab.store import EpochRow, RunInfo, Store, check_out
+from batchlab.executors import EpochDone, GroupDone, GroupTask, Message
+from batchlab.spec import StudySpec, updates_per_epoch
+from batchlab.store import EpochRow, GroupCheckpoint, RunInfo, Store, check_out, study_exists
+from batchlab.sweep import PlannedGroup, Sweep, plan
+
+FINISHED = ("completed", "diverged")
 
 
 class Progress(Protocol):
-    """What the runner tells a progress display (see `batchlab.progress.RichProgress`)."""
+    """What the driver tells a progress display (see `batchlab.progress.RichProgress`)."""
 
-    def start_group(self, *, batch_size: int, epochs: int, steps_per_epoch: int, n_replicas: int) -> None: ...
-    def epoch_done(self, *, epoch: int, wall_time_s: float) -> None: ...
-    def end_group(self) -> None: ...
+    def start_group(self, group_id: str, *, batch_size: int, epochs: int, steps_per_epoch: int,
+                    n_replicas: int, done_epochs: int = 0) -> None: ...
+    def epoch_done(self, group_id: str, *, epoch: int, wall_time_s: float, diverged: int) -> None: ...
+    def end_group(self, group_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class StudyResult:
-    """Where a study was written and whether it ran to the end."""
+    """Where a study was written and whether every run reached its end."""
 
     directory: Path
     completed: bool
@@ -53,92 +61,187 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_study(spec: StudySpec, out: str | Path, *, progress: Progress | None = None,
-              should_stop: Callable[[], bool] = lambda: False, memory_budget: int | None = None) -> StudyResult:
-    """Train every batch size of `spec` (all seeds of one batch size vmapped together) and record it in `out`.
+def run_study(spec: StudySpec, out: str | Path, **kwargs) -> StudyResult:
+    """Train every batch size and seed of `spec` and record it in a new directory `out` (see :func:`run_sweep`)."""
+    return run_sweep(Sweep(spec), out, resume=False, **kwargs)
 
-    Raises BatchlabError, before anything is written, if the data, the batch sizes, the device or `out` are
-    not acceptable. Replicas that do not fit in `memory_budget` bytes (default: half the device's free memory)
-    are trained in turns, in chunks.
+
+def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: int = 1, executor: str = "local",
+              address: str | None = None, progress: Progress | None = None,
+              should_stop: Callable[[], bool] = lambda: False, memory_budget: int | None = None) -> StudyResult:
+    """Train every run of `sweep` into `out`, resuming what an earlier, interrupted call left there.
+
+    `executor` is `local` (this process with workers=1, else `workers` pinned processes) or `ray` (Ray tasks
+    on the cluster at `address`). Raises BatchlabError, before anything is written, if the data, batch sizes,
+    device or `out` are not acceptable, or if `out` holds a different study.
     """
-    check_out(out)
+    if executor not in ("local", "ray"):
+        raise BatchlabError(f"executor: got {executor!r}; allowed: local, ray")
+    if workers < 1:
+        raise BatchlabError(f"workers: got {workers!r}; allowed: an integer >= 1")
+    existing = study_exists(out)
+    if existing and not resume:
+        check_out(out)  # raises: run refuses to write into an existing study
+    if not existing:
+        check_out(out)
+    if existing:
+        _check_same_study(out, sweep)
+
     from batchlab.data import load_dataset
-    from batchlab.device import (chunk_replicas, describe_device, enable_compilation_cache, memory_budget_bytes,
-                                 replica_bytes, resolve_device)
+    from batchlab.device import (describe_device, enable_compilation_cache, memory_budget_bytes, replica_bytes,
+                                 resolve_device)
     from batchlab.models import make_model
 
     enable_compilation_cache()
-    data = load_dataset(spec)
-    batch_sizes = spec.resolved_batch_sizes(data.n_train)
-    device = resolve_device(spec.device)
-    model = make_model(spec.model, n_features=data.n_features, n_classes=data.n_classes, hidden=spec.hidden,
-                       activation=spec.activation)
-    meta = {"spec": spec.to_dict(), "versions": versions(), "device": describe_device(device),
-            "dataset": {"name": data.name, "n_train": data.n_train, "n_test": len(data.y_test),
-                        "n_features": data.n_features, "n_classes": data.n_classes},
-            "model": repr(model), "batch_sizes": batch_sizes, "created_at": time.time()}
+    data = load_dataset(sweep.base)
+    points = sweep.points()
+    for point in points:
+        point.resolved_batch_sizes(data.n_train)
+    device = resolve_device(sweep.base.device)
+    if existing:
+        store = Store.open(out)
+        max_replicas = store.meta()["max_replicas"]
+    else:
+        widest = max((make_model(p.model, n_features=data.n_features, n_classes=data.n_classes, hidden=p.hidden)
+                      for p in points), key=lambda m: sum(m.layer_sizes))
+        per_replica = replica_bytes(widest.layer_sizes, n_train=data.n_train, n_test=len(data.y_test),
+                                    batch_size=max(max(p.resolved_batch_sizes(data.n_train)) for p in points))
+        budget = memory_budget_bytes(device) if memory_budget is None else memory_budget
+        max_replicas = max(1, budget // per_replica)
+    groups = plan(sweep, n_train=data.n_train, max_replicas=max_replicas)
+    if not existing:
+        meta = {"spec": sweep.base.to_dict(), "axes": [[n, list(v)] for n, v in sweep.axes],
+                "fingerprint": sweep.fingerprint(), "versions": versions(), "device": describe_device(device),
+                "dataset": {"name": data.name, "n_train": data.n_train, "n_test": len(data.y_test),
+                            "n_features": data.n_features, "n_classes": data.n_classes},
+                "model": repr(make_model(sweep.base.model, n_features=data.n_features, n_classes=data.n_classes,
+                                         hidden=sweep.base.hidden, activation=sweep.base.activation)),
+                "batch_sizes": sorted({g.batch_size for g in groups}), "max_replicas": max_replicas, "replica_chunks": [len(g.runs) for g in groups],
+                "created_at": time.time()}
+        store = Store.create(out, meta=meta)
+        _register(store, groups, data, meta)
 
-    per_replica = replica_bytes(model.layer_sizes, n_train=data.n_train, n_test=len(data.y_test),
-                                batch_size=max(batch_sizes))
-    budget = memory_budget_bytes(device) if memory_budget is None else memory_budget
-    chunks = chunk_replicas(spec.seeds, per_replica, budget)
-    store = Store.create(out, meta={**meta, "replica_chunks": [len(c) for c in chunks]})
     t0 = time.perf_counter()
-    completed = True
     try:
-        for b in batch_sizes:
-            runs = [RunInfo(run_id(spec, batch_size=b, seed_index=i), b, spec.lr_for(b), spec.seed + i,
-                            spec.seed + i, spec.order_seed + i, data.n_train, updates_per_epoch(data.n_train, b),
-                            spec.epochs) for i in range(spec.seeds)]
-            store.add_runs(runs, config=spec.to_dict(), versions=meta["versions"], device=meta["device"])
-            for chunk in chunks:
-                completed = _train_group(store, [runs[i] for i in chunk], model, data, spec, device, progress,
-                                         should_stop)
-                if not completed:
-                    return StudyResult(Path(out), False, time.perf_counter() - t0)
+        statuses = store.statuses()
+        todo = [g for g in groups if any(statuses[r.run_id] not in FINISHED for r in g.runs)]
+        recorder = Recorder(store, todo, data.n_train, progress)
+        tasks = [recorder.task(g, data) for g in todo]
+        if executor == "ray":
+            from batchlab.executors import run_ray
+
+            run_ray(tasks, recorder.handle, should_stop, address=address)
+        elif workers > 1:
+            from batchlab.executors import run_processes
+
+            run_processes(tasks, recorder.handle, should_stop, workers=workers,
+                          retry=lambda gid: recorder.task(recorder.groups[gid], data))
+        else:
+            from batchlab.executors import run_inline
+
+            run_inline(tasks, recorder.handle, should_stop)
+        recorder.mark_unfinished()
+        completed = all(s in FINISHED for s in store.statuses().values())
     finally:
         store.close()
     return StudyResult(Path(out), completed, time.perf_counter() - t0)
 
 
-def _train_group(store: Store, runs: list[RunInfo], model, data, spec: StudySpec, device, progress: Progress | None,
-                 should_stop: Callable[[], bool]) -> bool:
-    """Train one pack of replicas (one batch size) as a single vmapped program, recording every epoch."""
-    from batchlab.engine import Group, GroupRun, init_replicas
-    from batchlab.models import flatten_params
-
-    group = Group(runs[0].batch_size, tuple(r.lr for r in runs), tuple(r.init_seed for r in runs),
-                  tuple(r.order_seed for r in runs))
-    gr = GroupRun(model, data, group, spec.epochs, spec.optimizer, spec.momentum, device)
-    initial = init_replicas(model, group.init_seeds)
-    for i, r in enumerate(runs):
-        store.save_params(r.run_id, flatten_params(_replica(initial, i)), kind="init")
-    if progress:
-        progress.start_group(batch_size=group.batch_size, epochs=spec.epochs,
-                             steps_per_epoch=runs[0].updates_per_epoch, n_replicas=len(runs))
-
-    def record(rec) -> None:
-        rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
-                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i])
-                for i, r in enumerate(runs) if rec.active[i]]
-        store.write_epoch(rows, diverged=[r.run_id for r, d in zip(runs, rec.diverged) if d],
-                          compile_time_s=gr.compile_time_s)
-        if progress and rec.epoch > 0:
-            progress.epoch_done(epoch=rec.epoch, wall_time_s=rec.wall_time_s)
-
-    finished = gr.train(record, should_stop, initial_params=initial)
-    for i, r in enumerate(runs):
-        store.save_params(r.run_id, flatten_params(_replica(gr.final_params, i)), kind="final")
-    store.finish_runs([r.run_id for r in runs], status="completed" if finished else "interrupted")
-    if progress:
-        progress.end_group()
-    return finished
+def _check_same_study(out: str | Path, sweep: Sweep) -> None:
+    store = Store.open(out)
+    try:
+        fingerprint = store.meta().get("fingerprint")
+    finally:
+        store.close()
+    if fingerprint != sweep.fingerprint():
+        raise BatchlabError(f"out: {out} holds a different study (its runs were defined by another study file); "
+                            "allowed: the same study file to resume, or a new --out directory")
 
 
-def _replica(stacked, i: int):
+def _register(store: Store, groups: list[PlannedGroup], data, meta: dict) -> None:
+    """Record every planned run and its initial parameters before any training."""
+    from batchlab.engine import init_replicas
+    from batchlab.models import flatten_params, make_model
+
     import jax
 
-    return jax.tree_util.tree_map(lambda a: a[i], stacked)
+    for g in groups:
+        infos = [(RunInfo(r.run_id, g.group_id, r.batch_size, r.lr, r.init_seed, r.init_seed, r.order_seed,
+                          data.n_train, updates_per_epoch(data.n_train, r.batch_size), r.epochs), r.point.to_dict())
+                 for r in g.runs]
+        store.add_runs(infos, versions=meta["versions"], device=meta["device"])
+        p = g.point
+        model = make_model(p.model, n_features=data.n_features, n_classes=data.n_classes, hidden=p.hidden,
+                           activation=p.activation)
+        initial = init_replicas(model, tuple(r.init_seed for r in g.runs))
+        for i, r in enumerate(g.runs):
+            store.save_params(r.run_id, flatten_params(jax.tree_util.tree_map(lambda a, i=i: a[i], initial)))
+
+
+class Recorder:
+    """The driver's side: turns groups into tasks (with their last checkpoint) and messages into store rows.
+    Records of an epoch the store already has (a retried task replaying) are skipped."""
+
+    def __init__(self, store: Store, groups: list[PlannedGroup], n_train: int, progress: Progress | None):
+        self.store, self.n_train, self.progress = store, n_train, progress
+        self.groups = {g.group_id: g for g in groups}
+        self.last_epoch: dict[str, int] = {}
+        self.started: set[str] = set()
+
+    def task(self, g: PlannedGroup, data) -> GroupTask:
+        from batchlab.engine import Checkpoint, Group
+
+        saved = self.store.checkpoint(g.group_id)
+        self.last_epoch[g.group_id] = -1 if saved is None else saved.epoch
+        resume = None if saved is None else Checkpoint(saved.epoch, saved.wall_time_s, saved.leaves, saved.active)
+        p = g.point
+        group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
+                      tuple(r.order_seed for r in g.runs),
+                      warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
+                      warmup_epochs=p.warmup_epochs)
+        return GroupTask(g.group_id, p, group, g.epochs, data, resume)
+
+    def handle(self, message: Message) -> None:
+        if isinstance(message, EpochDone):
+            self._epoch(message)
+        elif isinstance(message, GroupDone):
+            self._done(message)
+
+    def _epoch(self, m: EpochDone) -> None:
+        g, rec = self.groups[m.group_id], m.record
+        if rec.epoch <= self.last_epoch[m.group_id]:
+            return
+        if m.group_id not in self.started:
+            self.started.add(m.group_id)
+            self.store.mark_runs([r.run_id for r in g.runs], status="running")
+            if self.progress:
+                self.progress.start_group(m.group_id, batch_size=g.batch_size, epochs=g.epochs,
+                                          steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
+                                          n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
+        rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
+                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i])
+                for i, r in enumerate(g.runs) if rec.active[i]]
+        cp = rec.checkpoint
+        self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
+                               compile_time_s=m.compile_time_s,
+                               checkpoint=GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
+        self.last_epoch[m.group_id] = rec.epoch
+        if self.progress and rec.epoch > 0:
+            self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,
+                                     diverged=int(rec.diverged.sum()))
+
+    def _done(self, m: GroupDone) -> None:
+        g = self.groups[m.group_id]
+        for r, params in zip(g.runs, m.final_params):
+            self.store.save_params(r.run_id, params, kind="final")
+        self.store.finish_runs([r.run_id for r in g.runs], status="completed" if m.finished else "interrupted")
+        if self.progress:
+            self.progress.end_group(m.group_id)
+
+    def mark_unfinished(self) -> None:
+        """Runs of groups that started but did not finish (a stop request, a lost worker) become interrupted."""
+        for gid in self.started:
+            self.store.mark_runs([r.run_id for r in self.groups[gid].runs], status="interrupted")
 
 
 @contextmanager
