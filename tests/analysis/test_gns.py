@@ -65,7 +65,9 @@ def test_two_batch_numerator_and_denominator_are_unbiased():
     draws = microbatches(rng, 4, 8, size=(4000,))
     estimates = [b_simple_two_batch(d, 8, n_bootstrap=1) for d in draws]
     g2, tr = np.array([e.grad_sq_norm for e in estimates]), np.array([e.trace_sigma for e in estimates])
-    se = lambda x: x.std() / np.sqrt(len(x))  # noqa: E731
+    def se(x):
+        return x.std() / np.sqrt(len(x))
+
     assert abs(g2.mean() - G @ G) < 4 * se(g2)
     assert abs(tr.mean() - np.trace(SIGMA)) < 4 * se(tr)
     assert se(tr) < 0.05 * np.trace(SIGMA)  # the check has teeth: a 10% bias would fail it
@@ -78,9 +80,9 @@ def test_two_batch_is_unbiased_for_disjoint_draws_from_a_finite_set_only_with_n_
     estimates = {None: [], 12: []}
     for _ in range(6000):
         rows = population[rng.permutation(12)[:6]].reshape(3, 2, 3).mean(axis=1)  # k = 3 microbatches of 2
-        for n_train in estimates:
+        for n_train, found in estimates.items():
             est = b_simple_two_batch(rows, 2, n_train=n_train, n_bootstrap=1)
-            estimates[n_train].append((est.grad_sq_norm, est.trace_sigma))
+            found.append((est.grad_sq_norm, est.trace_sigma))
     corrected, naive = np.array(estimates[12]), np.array(estimates[None])
     se = corrected.std(axis=0) / np.sqrt(len(corrected))
     assert np.all(np.abs(corrected.mean(axis=0) - [exact.grad_sq_norm, exact.trace_sigma]) < 4 * se)

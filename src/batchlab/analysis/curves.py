@@ -48,8 +48,8 @@ def residual_lag1_autocorrelation(loss: np.ndarray, window: int) -> float:
     towards +1; a loss that alternates up and down (an oscillation, e.g. a step size near its stability limit)
     gives values towards -1, provided the window is 4m + 3 (3, 7, 51, ...): a window of 4m + 1 (5, 9, ...) holds
     more points of the same parity than of the other, so its median follows a period-2 oscillation and removes it
-    along with the trend (residual_std_log has the same blind spot). The window shrinks to the largest odd number <= the number of points. NaN for fewer
-    than 3 points or residuals that are all equal (a perfectly smooth curve)."""
+    along with the trend (residual_std_log has the same blind spot). The window shrinks to the largest odd number
+    <= the number of points. NaN for fewer than 3 points or residuals that are all equal (a smooth curve)."""
     log_loss = _finite_log(loss)
     n = len(log_loss)
     if n < 3:

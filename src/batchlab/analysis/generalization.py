@@ -73,14 +73,16 @@ def gap_at_matched_train_loss(curves_by_run: Mapping[str, Mapping[str, np.ndarra
             continue
         i = int(hits[0])
         t = 1.0 if i == 0 else (train[i - 1] - target_train_loss) / (train[i - 1] - train[i])
-
-        def at(name: str) -> float:
-            values = np.asarray(curves[name], float)
-            return float(values[i]) if i == 0 else float(values[i - 1] + t * (values[i] - values[i - 1]))
-
-        tr_loss, te_loss, tr_acc, te_acc = at("train_loss"), at("test_loss"), at("train_acc"), at("test_acc")
-        out[run_id] = MatchedGap(at("epoch"), tr_loss, te_loss, tr_acc, te_acc, te_loss - tr_loss, tr_acc - te_acc)
+        epoch, tr_loss, te_loss, tr_acc, te_acc = (
+            _interpolate(curves[name], i, t) for name in ("epoch", "train_loss", "test_loss", "train_acc", "test_acc"))
+        out[run_id] = MatchedGap(epoch, tr_loss, te_loss, tr_acc, te_acc, te_loss - tr_loss, tr_acc - te_acc)
     return out
+
+
+def _interpolate(curve: np.ndarray, i: int, t: float) -> float:
+    """curve[i - 1] + t (curve[i] - curve[i - 1]); curve[0] at i = 0."""
+    values = np.asarray(curve, float)
+    return float(values[0]) if i == 0 else float(values[i - 1] + t * (values[i] - values[i - 1]))
 
 
 def matched_train_loss_target(curves_by_run: Mapping[str, Mapping[str, np.ndarray]]) -> float:
