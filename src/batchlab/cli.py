@@ -21,6 +21,19 @@ RUN_EXAMPLES = """examples:
   batchlab run --config study.toml               same field names as the flags, dashes as underscores
 """
 
+SWEEP_EXAMPLES = """example study file (sweep.toml):
+  dataset = "digits"
+  batch_sizes = [1, 4, 16, 64, 256, "full"]
+  lr = {log_range = [0.003, 0.3, 5]}      # an axis: 5 learning rates, log-spaced
+  seeds = 3
+  epochs = 20
+
+examples:
+  batchlab sweep sweep.toml                       kill it at any moment, run it again: it resumes
+  batchlab sweep sweep.toml --workers 2           batch-size groups in 2 local processes
+  batchlab sweep sweep.toml --executor ray --address 127.0.0.1:6379
+"""
+
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--dataset": ("dataset", "digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a CSV path"),
@@ -68,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="a TOML study file; flags given here override its values")
     run.add_argument("--out", help="study directory to create (default: runs/<date>-<time>)")
     run.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
+    sweep = sub.add_parser("sweep", help="run a study file's grid of batch sizes x learning rates x seeds; "
+                           "re-run the same command to resume", epilog=SWEEP_EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument("study", help="a TOML study file (run's field names; a list makes a field an axis)")
+    sweep.add_argument("--out", help="study directory (default: runs/<study file name>); resumed if it exists")
+    sweep.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
+    sweep.add_argument("--executor", default="local", help="local (default) or ray")
+    sweep.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    sweep.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     show = sub.add_parser("show", help="print the table and explanation of a study again",
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +144,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from batchlab.spec import read_toml
+    from batchlab.sweep import build_sweep
+
+    sweep = build_sweep(read_toml(args.study))
+    try:
+        workers = int(args.workers)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise BatchlabError(f"workers: got {args.workers!r}; allowed: an integer >= 1")
+    if args.executor not in ("local", "ray"):
+        raise BatchlabError(f"executor: got {args.executor!r}; allowed: local, ray")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.study).stem
+    from batchlab.progress import RichProgress
+    from batchlab.study import run_sweep, stop_on_interrupt
+
+    with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
+        result = run_sweep(sweep, out, resume=True, workers=workers, executor=args.executor, address=args.address,
+                           progress=progress, should_stop=should_stop)
+    _show(out, figures=not args.no_figures)
+    if not result.completed:
+        _console(stderr=True).print(f"Not finished: run the same command again to resume ({out}).")
+    return 0
+
+
 def _show(directory: Path, *, figures: bool) -> None:
     from batchlab.results import StudyResults
 
@@ -129,6 +177,9 @@ def _show(directory: Path, *, figures: bool) -> None:
     console = _console()
     console.print(results.table())
     console.print()
+    if len({(s.lr, s.seed) for s in results.summaries}) > 1:
+        console.print(results.grid())
+        console.print()
     console.print(results.explanation())
     console.print()
     if figures:
@@ -157,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"run": cmd_run, "show": cmd_show, "export": cmd_export}[args.command](args)
+        return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "export": cmd_export}[args.command](args)
     except BatchlabError as e:
         print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
         return 2

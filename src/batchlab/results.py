@@ -56,21 +56,48 @@ class StudyResults:
 
         return runs_table(self.summaries, title=f"{self.directory}: {self.setup}")
 
+    @property
+    def cells(self):
+        """Per (batch size, learning rate): seeds aggregated (see `batchlab.analysis.sweeps`)."""
+        from batchlab.analysis.sweeps import aggregate
+
+        return aggregate(self.summaries)
+
+    def best_runs(self) -> list[RunSummary]:
+        """The runs at each batch size's best learning rate (all runs when the study has one rate)."""
+        from batchlab.analysis.sweeps import best_lr_per_batch_size
+
+        best = best_lr_per_batch_size(self.cells)
+        return [s for s in self.summaries if best.get(s.batch_size) == s.lr]
+
+    def grid(self):
+        from batchlab.analysis.sweeps import best_lr_per_batch_size
+        from batchlab.report.text import grid_table
+
+        cells = self.cells
+        return grid_table(cells, best_lr_per_batch_size(cells), title=f"{self.directory}: final test loss")
+
     def explanation(self) -> str:
         from batchlab.report.text import explain
 
-        curves = {rid: e["train_loss"] for rid, e in self.epochs.items()}
-        return explain(self.summaries, curves, n_train=self.n_train, device=self.meta["device"])
+        text = explain(self.best_runs(), self.epochs, n_train=self.n_train, device=self.meta["device"])
+        if len({s.lr for s in self.summaries}) > 1:
+            best = sorted({(s.batch_size, s.lr) for s in self.best_runs()})
+            text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
+                    + ", ".join(f"{lr:g} at batch size {b}" for b, lr in best) + ".\n\n" + text)
+        return text
 
     def write_figures(self) -> list[Path]:
-        """figures/lena_<run_id>.png per run, figures/overlay.png and figures/cost.png."""
+        """figures/lena_<run_id>.png per run (in a sweep: the runs at each batch size's best learning rate),
+        figures/overlay.png (seed means with a +/- std band) and figures/cost.png."""
         from batchlab.report import figures
 
         folder = self.directory / "figures"
         folder.mkdir(exist_ok=True)
         kw = {"n_train": self.n_train, "setup": self.setup}
+        best = self.best_runs()
         paths = [figures.lena_figure(s, self.epochs[s.run_id], self.steps[s.run_id], path=folder / f"lena_{s.run_id}.png",
-                                     **kw) for s in self.summaries]
-        paths.append(figures.overlay_figure(self.summaries, self.epochs, path=folder / "overlay.png", **kw))
-        paths.append(figures.cost_figure(self.summaries, path=folder / "cost.png", **kw))
+                                     **kw) for s in best]
+        paths.append(figures.overlay_figure(best, self.epochs, path=folder / "overlay.png", **kw))
+        paths.append(figures.cost_figure(best, path=folder / "cost.png", **kw))
         return paths

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from batchlab.analysis.runs import RunSummary  # noqa: E402
+from batchlab.analysis.sweeps import mean_and_band  # noqa: E402
 
 
 def _label(s: RunSummary, n_train: int) -> str:
@@ -50,17 +51,28 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
 
 def overlay_figure(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
                    setup: str, path: Path) -> Path:
-    """All runs' train (solid) and test (dashed) loss against epoch, updates and training wall time."""
+    """Train (solid) and test (dashed) loss against epoch, updates and training time; one line per batch size and
+    learning rate: the mean over seeds, with a +/- one standard deviation band when there are several."""
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
     axes_x = (("epoch", "epoch", "linear"), ("updates", "updates (optimizer steps, log scale)", "log"),
               ("wall_time_s", "training time, s (log scale)", "log"))
-    for i, s in enumerate(summaries):
-        e = curves[s.run_id]
-        for ax, (key, _, xscale) in zip(axes, axes_x):
-            x = e[key]
-            keep = x > 0 if xscale == "log" else np.ones_like(x, bool)
-            ax.plot(x[keep], e["train_loss"][keep], color=f"C{i % 10}", label=f"{_label(s, n_train)} train")
-            ax.plot(x[keep], e["test_loss"][keep], color=f"C{i % 10}", ls="--", label=f"{_label(s, n_train)} test")
+    groups: dict[tuple[int, float], list[RunSummary]] = {}
+    for s in summaries:
+        groups.setdefault((s.batch_size, s.lr), []).append(s)
+    for i, ((b, lr), runs) in enumerate(sorted(groups.items())):
+        n = min(len(curves[r.run_id]["epoch"]) for r in runs)
+        b_label = f"B = N = {b:,}" if b == n_train else f"B = {b:,}"
+        label = f"{b_label}, lr {lr:g}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        for metric, ls in (("train_loss", "-"), ("test_loss", "--")):
+            mean, band = mean_and_band([curves[r.run_id][metric][:n] for r in runs])
+            for ax, (key, _, xscale) in zip(axes, axes_x):
+                x = np.mean([curves[r.run_id][key][:n] for r in runs], axis=0)
+                keep = x > 0 if xscale == "log" else np.ones_like(x, bool)
+                ax.plot(x[keep], mean[keep], color=f"C{i % 10}", ls=ls,
+                        label=f"{label} {metric.split('_')[0]}" if key == "epoch" else None)
+                if len(runs) > 1:
+                    ax.fill_between(x[keep], np.maximum((mean - band)[keep], 1e-8), (mean + band)[keep],
+                                    color=f"C{i % 10}", alpha=0.15, lw=0)
     for ax, (_, xlabel, xscale) in zip(axes, axes_x):
         ax.set(xlabel=xlabel, ylabel="loss (log scale)", yscale="log", xscale=xscale)
         ax.grid(alpha=0.3, which="both")
@@ -68,7 +80,7 @@ def overlay_figure(summaries: list[RunSummary], curves: dict[str, dict[str, np.n
     axes[1].set_title("against updates")
     axes[2].set_title("against training time")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"All runs: train (solid) and test (dashed) loss  |  {setup}")
+    fig.suptitle(f"Train (solid) and test (dashed) loss, mean over seeds ± std band  |  {setup}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -9,6 +9,7 @@ import numpy as np
 from rich.table import Table
 
 from batchlab.analysis.runs import EPOCH_NOISE_WINDOW, STEP_NOISE_WINDOW, RunSummary, first_epoch_reaching
+from batchlab.analysis.sweeps import Cell, mean_and_band
 
 CONVERGED_RELATIVE_DROP = 0.01
 """A curve whose train loss fell by less than 1% over its last 10 epochs is called levelled off."""
@@ -41,12 +42,14 @@ class BatchGroup:
     runs: list[RunSummary]
     train_loss: np.ndarray
     """Seed-mean train loss per epoch, epoch 0 first."""
+    test_loss: np.ndarray
+    """Seed-mean test loss per epoch, epoch 0 first."""
 
     def mean(self, attr: str) -> float:
         return float(np.mean([getattr(r, attr) for r in self.runs]))
 
 
-def group_by_batch_size(summaries: list[RunSummary], curves: dict[str, np.ndarray]) -> list[BatchGroup]:
+def group_by_batch_size(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]]) -> list[BatchGroup]:
     """Batch sizes in increasing order, averaging over seeds the runs that did not diverge."""
     by_b: dict[int, list[RunSummary]] = defaultdict(list)
     for s in summaries:
@@ -54,12 +57,14 @@ def group_by_batch_size(summaries: list[RunSummary], curves: dict[str, np.ndarra
             by_b[s.batch_size].append(s)
     groups = []
     for b, runs in sorted(by_b.items()):
-        n = min(len(curves[r.run_id]) for r in runs)
-        groups.append(BatchGroup(b, runs, np.mean([curves[r.run_id][:n] for r in runs], axis=0)))
+        train, _ = mean_and_band([curves[r.run_id]["train_loss"] for r in runs])
+        test, _ = mean_and_band([curves[r.run_id]["test_loss"] for r in runs])
+        groups.append(BatchGroup(b, runs, train, test))
     return groups
 
 
-def explain(summaries: list[RunSummary], curves: dict[str, np.ndarray], *, n_train: int, device: str) -> str:
+def explain(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
+            device: str) -> str:
     """Answer the puzzle for the smallest and largest batch size: which is noisier, which took longer, and why;
     what the large batch's updates did and did not achieve. Every claim quotes a measured number."""
     diverged = [s for s in summaries if s.status == "diverged"]
@@ -129,9 +134,9 @@ def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) ->
                  "helped.")
     else:
         state = f"It had levelled off (it fell by {drop:.4f} over its last {len(tail) - 1} epochs)."
-    best, best_epoch = small.mean("best_test_loss"), small.runs[0].best_test_loss_epoch
-    final_test = small.mean("final_test_loss")
-    large_over = large.mean("final_test_loss") > 1.1 * large.mean("best_test_loss")
+    best_epoch = int(np.argmin(small.test_loss))
+    best, final_test = float(small.test_loss[best_epoch]), float(small.test_loss[-1])
+    large_over = float(large.test_loss[-1]) > 1.1 * float(np.min(large.test_loss))
     over = (f" Its test loss was lowest at epoch {best_epoch} ({best:.4f}) and rose to {final_test:.4f} by the end as "
             f"it kept fitting the training set: overfitting{'' if large_over else f', which {l_name} never reached'}."
             if final_test > 1.1 * best else "")
@@ -146,3 +151,27 @@ def _ratio(a: float, b: float) -> str:
         return "n/a times"
     r = a / b
     return f"{r:,.0f}x" if r >= 100 else f"{r:.1f}x" if r >= 1.05 else f"{r:.2f}x"
+
+
+def grid_table(cells: list[Cell], best: dict[int, float], *, title: str = "Sweep") -> Table:
+    """Batch sizes down, learning rates across: mean +/- std of the final test loss over seeds (* = best rate)."""
+    lrs = sorted({c.lr for c in cells})
+    table = Table(title=title, title_justify="left")
+    table.add_column("batch")
+    for lr in lrs:
+        table.add_column(f"lr {lr:.3g}", justify="right")
+    for b in sorted({c.batch_size for c in cells}):
+        row = [str(b)]
+        for lr in lrs:
+            cell = next((c for c in cells if c.batch_size == b and c.lr == lr), None)
+            if cell is None:
+                row.append("")
+            elif not cell.usable:
+                row.append(f"diverged {cell.n_diverged}/{cell.n}")
+            else:
+                mark = "*" if best.get(b) == lr else ""
+                div = f" ({cell.n_diverged}/{cell.n} div.)" if cell.n_diverged else ""
+                row.append(f"{mark}{cell.mean_test_loss:.4f} ± {cell.std_test_loss:.4f}{div}")
+        table.add_row(*row)
+    table.caption = "final test loss, mean ± std over seeds; * = best learning rate of the batch size"
+    return table
