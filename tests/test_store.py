@@ -14,6 +14,7 @@ def make_store(tmp_path):
     store.add_runs([(RunInfo("r1", "g", 2, 0.1, 0, 0, 0, 5, 3, 2), {"epochs": 2}),
                     (RunInfo("r2", "g", 2, 0.1, 1, 1, 1, 5, 3, 2), {"epochs": 2})], versions={"jax": "x"},
                    device="cpu:test")
+    store.publish()
     return store
 
 

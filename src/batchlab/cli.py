@@ -133,7 +133,10 @@ def _console(stderr: bool = False):
 def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = Path(args.out) if args.out else default_out()
+    from batchlab.executors import pin_to_one_core
     from batchlab.progress import RichProgress
+
+    pin_to_one_core()
     from batchlab.study import run_study, stop_on_interrupt
 
     with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
@@ -158,7 +161,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.executor not in ("local", "ray"):
         raise BatchlabError(f"executor: got {args.executor!r}; allowed: local, ray")
     out = Path(args.out) if args.out else Path("runs") / Path(args.study).stem
+    from batchlab.executors import pin_to_one_core
     from batchlab.progress import RichProgress
+
+    if workers == 1 and args.executor == "local":
+        pin_to_one_core()
     from batchlab.study import run_sweep, stop_on_interrupt
 
     with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:

@@ -27,6 +27,7 @@ import numpy as np
 from batchlab.errors import BatchlabError, invalid
 
 DB_NAME = "study.db"
+PARTIAL_NAME = ".study.db.partial"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -131,17 +132,30 @@ class Store:
 
     @classmethod
     def create(cls, directory: str | Path, *, meta: Mapping[str, Any]) -> Store:
-        """Create a new study directory; refuses one that already holds a study."""
+        """Start a new study in `directory` (refused if it already holds one). The database is built under a
+        temporary name and appears as study.db only at :meth:`publish`, so a process killed while registering
+        runs leaves no half-made study behind."""
         d = Path(directory)
         check_out(d)
         d.mkdir(parents=True, exist_ok=True)
-        con = _connect(d / DB_NAME)
+        for leftover in d.glob(PARTIAL_NAME + "*"):
+            leftover.unlink()
+        con = _connect(d / PARTIAL_NAME)
         with _transaction(con):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     con.execute(statement)
             con.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         return cls(d, con)
+
+    def publish(self) -> None:
+        """Make a newly created study visible as study.db (atomically), and keep it open."""
+        partial = self.directory / PARTIAL_NAME
+        if not partial.exists():
+            return
+        self._con.close()
+        partial.replace(self.directory / DB_NAME)
+        self._con = _connect(self.directory / DB_NAME)
 
     @classmethod
     def open(cls, directory: str | Path) -> Store:

@@ -120,6 +120,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
                 "created_at": time.time()}
         store = Store.create(out, meta=meta)
         _register(store, groups, data, meta)
+        store.publish()
 
     t0 = time.perf_counter()
     try:

@@ -9,8 +9,9 @@ import numpy as np
 
 from batchlab.analysis.noise import residual_std_log
 
-EPOCH_NOISE_WINDOW = 5
-"""Running-median window (epochs) for the noise of per-epoch curves."""
+EPOCH_NOISE_WINDOW = 7
+"""Running-median window (epochs) for the noise of per-epoch curves. A window of 4m+3 (not 4m+1) is used so that
+a loss alternating up and down every epoch counts as noise rather than being tracked by the median."""
 STEP_NOISE_WINDOW = 51
 """Running-median window (steps) for the noise of per-step minibatch losses."""
 
