@@ -211,3 +211,16 @@ def test_warmup_ramps_the_learning_rate_linearly_per_step():
         gw, gb = logreg_grad(w, b, data.x_train.astype(np.float64), data.y_train, 3)
         w, b = w - lr * gw, b - lr * gb
     np.testing.assert_allclose(np.asarray(run.final_params["layer00"]["w"][0]), w, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_evaluation_equals_the_direct_mean(monkeypatch):
+    import batchlab.engine as engine
+
+    data = tiny_dataset(n=50)
+    model = make_model("mlp", n_features=3, n_classes=3, hidden=(8,))
+    params = jax.tree_util.tree_map(lambda a: a[0], init_replicas(model, (0,)))
+    x, y = jax.numpy.asarray(data.x_train), jax.numpy.asarray(data.y_train)
+    direct = engine.evaluate(model, params, x, y)
+    monkeypatch.setattr(engine, "EVAL_CHUNK", 16)  # 50 rows: 4 chunks, the last one padded
+    chunked = engine.evaluate(model, params, x, y)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(direct), rtol=1e-6)

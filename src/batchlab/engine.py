@@ -105,10 +105,30 @@ def epoch_permutation(order_seed: int | jax.Array, epoch: int | jax.Array, n: in
     return jax.random.permutation(key, n)
 
 
+EVAL_CHUNK = 16_384
+"""Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
+
+
 def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of `params` on (x, y)."""
-    logits = model.apply(params, x)
-    return jnp.mean(cross_entropy(logits, y)), jnp.mean(jnp.argmax(logits, -1) == y)
+    """Mean cross-entropy and accuracy of `params` on (x, y), in chunks of EVAL_CHUNK rows (`lax.map`) so that
+    memory stays flat however large the data."""
+    n = x.shape[0]
+    if n <= EVAL_CHUNK:
+        logits = model.apply(params, x)
+        return jnp.mean(cross_entropy(logits, y)), jnp.mean(jnp.argmax(logits, -1) == y)
+    chunks = -(-n // EVAL_CHUNK)
+    pad = chunks * EVAL_CHUNK - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]).reshape(chunks, EVAL_CHUNK, x.shape[1])
+    ys = jnp.concatenate([y, jnp.zeros(pad, y.dtype)]).reshape(chunks, EVAL_CHUNK)
+    mask = (jnp.arange(chunks * EVAL_CHUNK) < n).reshape(chunks, EVAL_CHUNK)
+
+    def one(batch):
+        xc, yc, mc = batch
+        logits = model.apply(params, xc)
+        return jnp.sum(cross_entropy(logits, yc) * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
+
+    loss_sums, correct = jax.lax.map(one, (xs, ys, mask))
+    return jnp.sum(loss_sums) / n, jnp.sum(correct) / n
 
 
 def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,
