@@ -224,3 +224,23 @@ def test_chunked_evaluation_equals_the_direct_mean(monkeypatch):
     monkeypatch.setattr(engine, "EVAL_CHUNK", 16)  # 50 rows: 4 chunks, the last one padded
     chunked = engine.evaluate(model, params, x, y)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(direct), rtol=1e-6)
+
+
+def test_probes_run_at_epoch_0_every_k_epochs_and_the_last_at_the_epochs_parameters():
+    data = tiny_dataset(n=20)
+    model = make_model("logreg", n_features=3, n_classes=3)
+    seen = []
+
+    def probe(params, active):
+        seen.append(np.asarray(params["layer00"]["w"]).copy())
+        return float(np.asarray(params["layer00"]["b"]).sum())
+
+    run = GroupRun(model, data, Group(5, (0.1,), (0,), (0,)), 7, "sgd", 0.9, CPU, probe=probe, probe_every=3)
+    records = []
+    run.train(records.append)
+    assert [r.epoch for r in records if r.probe is not None] == [0, 3, 6, 7]
+    np.testing.assert_array_equal(seen[-1], np.asarray(run.final_params["layer00"]["w"]))
+    plain = []
+    GroupRun(model, data, Group(5, (0.1,), (0,), (0,)), 7, "sgd", 0.9, CPU).train(plain.append)
+    for a, b in zip(records, plain):  # probing does not change training
+        np.testing.assert_array_equal(a.step_losses, b.step_losses)

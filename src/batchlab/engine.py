@@ -79,6 +79,8 @@ class EpochRecord:
     """(replicas,) bool: the replica was still training in this epoch (not diverged before it)."""
     checkpoint: Checkpoint | None = field(default=None, repr=False)
     """The state after this epoch, when the caller asked for checkpoints."""
+    probe: Any = None
+    """What the group's `probe` measured at this epoch's parameters, when it was due."""
 
 
 def make_optimizer(name: str, *, momentum: float) -> Callable[[jax.Array], optax.GradientTransformation]:
@@ -184,10 +186,17 @@ class GroupRun:
     optimizer: str
     momentum: float
     device: jax.Device
+    probe: Callable[[Any, np.ndarray], Any] | None = None
+    """Called as probe(stacked params, active mask) at epochs where `probe_due(epoch)`; its time is excluded
+    from the training wall time (used for the gradient noise scale)."""
+    probe_every: int = 0
     compile_time_s: float = 0.0
     final_params: Any = None
-
     finished: bool = False
+
+    def probe_due(self, epoch: int) -> bool:
+        """Epoch 0, every `probe_every` epochs, and the last epoch."""
+        return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
 
     def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
               initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
@@ -238,9 +247,10 @@ class GroupRun:
                 metrics = [np.asarray(m) for m in jax.jit(build_eval_fn(self.model))(params, *arrays)]
                 self.compile_time_s += time.perf_counter() - t0  # evaluation compile, once per group
                 none = np.zeros(g.n_replicas, bool)
+                probe = self.probe(params, active) if self.probe is not None and self.probe_due(0) else None
                 yield EpochRecord(0, 0, 0, 0.0, np.zeros((g.n_replicas, 0), np.float32), *metrics,
                                   diverged=none, active=active.copy(),
-                                  checkpoint=snapshot(0, 0.0, params, opt_state, active))
+                                  checkpoint=snapshot(0, 0.0, params, opt_state, active), probe=probe)
 
             def dispatch(epoch, params, opt_state):  # asynchronous: returns device futures at once
                 return compiled(params, opt_state, *per_replica, np.int32(epoch), *arrays)
@@ -249,21 +259,29 @@ class GroupRun:
             pending = dispatch(first, params, opt_state) if first <= self.epochs else None
             for epoch in range(first, self.epochs + 1):
                 params, opt_state, step_losses, metrics = pending
+                probing = self.probe is not None and self.probe_due(epoch)
+                stop = epoch < self.epochs and should_stop()
+                if probing:  # measure at fixed parameters, with the clock paused and nothing else queued
+                    jax.block_until_ready(params)
+                    wall = wall_offset + time.perf_counter() - t0
+                    paused = time.perf_counter()
+                    probe = self.probe(params, active)
+                    t0 += time.perf_counter() - paused
                 # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
                 # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
-                stop = epoch < self.epochs and should_stop()
                 if epoch < self.epochs and not stop:
                     pending = dispatch(epoch + 1, params, opt_state)
                 step_losses = np.asarray(step_losses)  # the one device-to-host transfer of the epoch
                 metrics = [np.asarray(m) for m in metrics]
-                wall = wall_offset + time.perf_counter() - t0
+                if not probing:
+                    wall, probe = wall_offset + time.perf_counter() - t0, None
                 finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
                 diverged = active & ~finite
                 active &= ~diverged
                 self.final_params = params
                 yield EpochRecord(epoch, epoch * steps, epoch * d.n_train, wall, step_losses, *metrics,
                                   diverged=diverged, active=active | diverged,
-                                  checkpoint=snapshot(epoch, wall, params, opt_state, active))
+                                  checkpoint=snapshot(epoch, wall, params, opt_state, active), probe=probe)
                 if stop:
                     return
                 if not active.any():
