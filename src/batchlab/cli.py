@@ -60,6 +60,10 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--warmup-epochs": ("warmup_epochs", "linear warmup from --lr to the scaled rate over this many epochs (default 0)"),
     "--budget-steps": ("budget_steps", "instead of --epochs: at least this many updates per run"),
     "--budget-examples": ("budget_examples", "instead of --epochs: at least this many examples per run"),
+    "--gns": ("gns", "gradient noise scale: auto (default: exact up to 20k examples), exact, estimate, off"),
+    "--gns-every": ("gns_every", "measure the noise scale every K epochs (default 10; also epoch 0 and the last)"),
+    "--sharpness": ("sharpness", "top Hessian eigenvalue and trace at the end: true (default) or false"),
+    "--eps-sharpness": ("eps_sharpness", "also Keskar et al.'s epsilon-sharpness: false (default) or true"),
 }
 
 

@@ -51,6 +51,7 @@ class GroupDone:
     group_id: str
     finished: bool
     final_params: list[dict[str, np.ndarray]]
+    end_metrics: list[dict[str, float]]
 
 
 Message = GroupStarted | EpochDone | GroupDone
@@ -62,18 +63,25 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
 
     from batchlab.device import enable_compilation_cache, resolve_device
     from batchlab.engine import GroupRun
+    from batchlab.measure import GroupMeasurements
     from batchlab.models import flatten_params, make_model
 
     enable_compilation_cache()
     p = task.point
     model = make_model(p.model, n_features=task.data.n_features, n_classes=task.data.n_classes, hidden=p.hidden,
                        activation=p.activation)
-    run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device))
+    measure = GroupMeasurements(model, task.data, gns=p.gns)
+    run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device),
+                   probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
+    active = np.ones(task.group.n_replicas, bool)
     for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=True):
+        active = record.checkpoint.active
         yield EpochDone(task.group_id, record, run.compile_time_s)
     final = [flatten_params(jax.tree_util.tree_map(lambda a, i=i: a[i], run.final_params))
              for i in range(task.group.n_replicas)]
-    yield GroupDone(task.group_id, run.finished, final)
+    end = measure.end_of_training(run.final_params, active, eps_sharpness=p.eps_sharpness) \
+        if p.sharpness and run.finished else [{} for _ in final]
+    yield GroupDone(task.group_id, run.finished, final, end)
 
 
 def run_inline(tasks: list[GroupTask], handle: Callable[[Message], None], should_stop: Callable[[], bool]) -> None:

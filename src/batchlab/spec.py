@@ -83,6 +83,15 @@ class StudySpec:
     """Instead of `epochs`: train each batch size for at least this many updates (rounded up to whole epochs)."""
     budget_examples: int | None = None
     """Instead of `epochs`: train each batch size on at least this many examples (rounded up to whole epochs)."""
+    gns: str = "auto"
+    """Gradient noise scale B_simple: `exact` (per-example gradients over the training set), `estimate`
+    (McCandlish et al.'s two-batch estimator from microbatches), `off`, or `auto` (exact up to 20,000 examples)."""
+    gns_every: int = 10
+    """Measure the gradient noise scale at epoch 0, every this many epochs, and at the last epoch."""
+    sharpness: bool = True
+    """At the end of training: top Hessian eigenvalue (power iteration) and Hessian trace (Hutchinson)."""
+    eps_sharpness: bool = False
+    """Also Keskar et al. 2017's epsilon-sharpness (L-BFGS-B maximisation; slower)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -120,9 +129,13 @@ def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> fl
     return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
 
 
+NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness")
+"""Fields that do not change what a run computes (or that the id states separately)."""
+
+
 def run_id(spec: StudySpec, *, batch_size: int, seed_index: int) -> str:
     """A readable, content-derived id: the same spec, batch size and seed always name the same run."""
-    content = {k: v for k, v in spec.to_dict().items() if k not in ("batch_sizes", "seeds", "device")}
+    content = {k: v for k, v in spec.to_dict().items() if k not in NOT_IN_RUN_ID}
     content.update(batch_size=batch_size, init_seed=spec.seed + seed_index, order_seed=spec.order_seed + seed_index)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     return f"bs{batch_size}-seed{spec.seed + seed_index}-{digest}"
@@ -241,6 +254,10 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "warmup_epochs": _int_in(0, 1_000_000),
     "budget_steps": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (updates per run)"),
     "budget_examples": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (examples per run)"),
+    "gns": _choice("auto", "exact", "estimate", "off"),
+    "gns_every": _int_in(1, 1_000_000),
+    "sharpness": _bool(),
+    "eps_sharpness": _bool(),
 }
 assert set(CONSTRAINTS) == {f.name for f in dataclasses.fields(StudySpec)}
 

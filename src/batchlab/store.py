@@ -44,7 +44,11 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, updates INTEGER NOT NULL,
     examples_seen INTEGER NOT NULL, wall_time_s REAL NOT NULL, train_loss REAL, train_acc REAL,
-    test_loss REAL, test_acc REAL, PRIMARY KEY (run_id, epoch)
+    test_loss REAL, test_acc REAL, b_simple REAL, b_simple_low REAL, b_simple_high REAL, grad_sq_norm REAL,
+    trace_sigma REAL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), name TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     group_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, wall_time_s REAL NOT NULL, state BLOB NOT NULL
@@ -56,7 +60,8 @@ CREATE TABLE IF NOT EXISTS steps (
 """
 
 EPOCH_FIELDS = ("epoch", "updates", "examples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss",
-                "test_acc")
+                "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma")
+"""Per-epoch fields; the last five (the gradient noise scale) are NaN at epochs where it was not measured."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class EpochRow:
     test_loss: float
     test_acc: float
     step_losses: np.ndarray
+    gns: tuple[float, float, float, float, float] | None = None
+    """(b_simple, b_simple_low, b_simple_high, grad_sq_norm, trace_sigma) when measured at this epoch."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -207,9 +214,10 @@ class Store:
                                   (checkpoint.group_id, checkpoint.epoch, checkpoint.wall_time_s,
                                    _npz_bytes(checkpoint.arrays())))
             self._con.executemany(
-                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES (?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES ({', '.join('?' * 14)})",
                 [(r.run_id, r.epoch, r.updates, r.examples_seen, r.wall_time_s, _real(r.train_loss),
-                  _real(r.train_acc), _real(r.test_loss), _real(r.test_acc)) for r in rows])
+                  _real(r.train_acc), _real(r.test_loss), _real(r.test_acc),
+                  *(_real(v) for v in (r.gns or (np.nan,) * 5))) for r in rows])
             self._con.executemany(
                 "INSERT INTO steps VALUES (?, ?, ?, ?)",
                 [(r.run_id, r.epoch, r.updates - len(r.step_losses), np.asarray(r.step_losses, "<f4").tobytes())
@@ -229,6 +237,18 @@ class Store:
         with _transaction(self._con):
             self._con.executemany("UPDATE runs SET status=?, finished_at=? WHERE run_id=? AND status!='diverged'",
                                   [(status, time.time(), rid) for rid in run_ids])
+
+    def write_run_metrics(self, metrics: Mapping[str, Mapping[str, float]]) -> None:
+        """End-of-training measurements per run (sharpness, ...): {run_id: {name: value}}."""
+        with _transaction(self._con):
+            self._con.executemany("INSERT OR REPLACE INTO run_metrics VALUES (?, ?, ?)",
+                                  [(rid, name, _real(v)) for rid, m in metrics.items() for name, v in m.items()])
+
+    def run_metrics(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for r in self._con.execute("SELECT run_id, name, value FROM run_metrics ORDER BY run_id, name"):
+            out.setdefault(r["run_id"], {})[r["name"]] = np.nan if r["value"] is None else r["value"]
+        return out
 
     def mark_runs(self, run_ids: Iterable[str], *, status: str) -> None:
         """Set the status of runs that have not completed or diverged (e.g. `running` again on resume)."""

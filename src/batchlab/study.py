@@ -219,8 +219,9 @@ class Recorder:
                 self.progress.start_group(m.group_id, batch_size=g.batch_size, epochs=g.epochs,
                                           steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
                                           n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
+        gns = rec.probe or [None] * len(g.runs)
         rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
-                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i])
+                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i])
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
@@ -235,6 +236,7 @@ class Recorder:
         g = self.groups[m.group_id]
         for r, params in zip(g.runs, m.final_params):
             self.store.save_params(r.run_id, params, kind="final")
+        self.store.write_run_metrics({r.run_id: metrics for r, metrics in zip(g.runs, m.end_metrics) if metrics})
         self.store.finish_runs([r.run_id for r in g.runs], status="completed" if m.finished else "interrupted")
         if self.progress:
             self.progress.end_group(m.group_id)
