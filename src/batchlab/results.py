@@ -21,6 +21,8 @@ class StudyResults:
     summaries: list[RunSummary]
     epochs: dict[str, dict[str, np.ndarray]]
     steps: dict[str, tuple[np.ndarray, np.ndarray]]
+    end_metrics: dict[str, dict[str, float]]
+    """End-of-training measurements per run (top Hessian eigenvalue, Hessian trace, ...)."""
 
     @classmethod
     def load(cls, directory: str | Path) -> StudyResults:
@@ -31,7 +33,7 @@ class StudyResults:
             steps = {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}
             runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]
             summaries = [summarize_run(r, epochs[r["run_id"]], steps[r["run_id"]][1]) for r in runs]
-            return cls(Path(directory), store.meta(), summaries, epochs, steps)
+            return cls(Path(directory), store.meta(), summaries, epochs, steps, store.run_metrics())
         finally:
             store.close()
 
@@ -77,15 +79,26 @@ class StudyResults:
         cells = self.cells
         return grid_table(cells, best_lr_per_batch_size(cells), title=f"{self.directory}: final test loss")
 
-    def explanation(self) -> str:
+    def analysis(self, *, target_metric: str = "train_loss", target: float | None = None):
+        """Steps-to-target, the S(B) fit, noise scale, gaps and curvature (see `batchlab.analysis.study`)."""
+        from batchlab.analysis.study import analyze
+
+        return analyze(self.summaries, self.epochs, self.end_metrics, compared=self.best_runs(),
+                       target_metric=target_metric, target=target)
+
+    def explanation(self, *, target_metric: str = "train_loss", target: float | None = None) -> str:
+        from batchlab.report.findings import generalization_paragraph, noise_scale_paragraph, scaling_paragraph
         from batchlab.report.text import explain
 
+        a = self.analysis(target_metric=target_metric, target=target)
+        findings = [p for p in (scaling_paragraph(a), noise_scale_paragraph(a),
+                                generalization_paragraph(a, self.best_runs())) if p]
         text = explain(self.best_runs(), self.epochs, n_train=self.n_train, device=self.meta["device"])
         if len({s.lr for s in self.summaries}) > 1:
             best = sorted({(s.batch_size, s.lr) for s in self.best_runs()})
             text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
                     + ", ".join(f"{lr:g} at batch size {b}" for b, lr in best) + ".\n\n" + text)
-        return text
+        return "\n\n".join([text, *findings])
 
     def write_figures(self) -> list[Path]:
         """figures/lena_<run_id>.png per run (in a sweep: the runs at each batch size's best learning rate),

@@ -11,26 +11,36 @@ from rich.table import Table
 from batchlab.analysis.runs import EPOCH_NOISE_WINDOW, STEP_NOISE_WINDOW, RunSummary, first_epoch_reaching
 from batchlab.analysis.sweeps import Cell, mean_and_band
 
+MIN_EPOCHS_FOR_EPOCH_NOISE = 10
+"""Below this many epochs, per-epoch noise is not reported (a running median needs points around it)."""
 CONVERGED_RELATIVE_DROP = 0.01
 """A curve whose train loss fell by less than 1% over its last 10 epochs is called levelled off."""
+
+
+RUN_COLUMNS = ("run", "batch", "lr", "status", "upd/epoch", "updates", "train s", "compile s", "train loss",
+               "train acc", "test loss", "test acc", "noise train", "noise test", "noise step")
+RUNS_CAPTION = ("noise = residual std of log-loss around a centred running median: per-epoch train and test "
+                f"loss (window {EPOCH_NOISE_WINDOW} epochs), per-step minibatch loss (window {STEP_NOISE_WINDOW} "
+                "steps); train s = training time without compile")
+
+
+def run_row(s: RunSummary) -> list[str]:
+    """One run's cells, in RUN_COLUMNS order (shared by the terminal table and the HTML report)."""
+    status = s.status + (f" @{s.diverged_epoch}" if s.status == "diverged" else "")
+    return [s.run_id, str(s.batch_size), f"{s.lr:g}", status, f"{s.updates_per_epoch:,}", f"{s.total_updates:,}",
+            f"{s.wall_time_s:.3f}", f"{s.compile_time_s:.2f}", f"{s.final_train_loss:.4f}", f"{s.final_train_acc:.1%}",
+            f"{s.final_test_loss:.4f}", f"{s.final_test_acc:.1%}", f"{s.epoch_noise:.4f}", f"{s.test_epoch_noise:.4f}",
+            f"{s.step_noise:.3f}"]
 
 
 def runs_table(summaries: list[RunSummary], *, title: str = "Runs") -> Table:
     """One row per run: counts, time, final metrics and the two noise figures."""
     table = Table(title=title, title_justify="left")
-    for name in ("run", "batch", "lr", "status", "upd/epoch", "updates", "train s", "compile s", "train loss",
-                 "train acc", "test loss", "test acc", "noise train", "noise test", "noise step"):
+    for name in RUN_COLUMNS:
         table.add_column(name, justify="left" if name in ("run", "status") else "right")
     for s in summaries:
-        status = s.status + (f" @{s.diverged_epoch}" if s.status == "diverged" else "")
-        table.add_row(s.run_id, str(s.batch_size), f"{s.lr:g}", status, f"{s.updates_per_epoch:,}",
-                      f"{s.total_updates:,}", f"{s.wall_time_s:.3f}", f"{s.compile_time_s:.2f}",
-                      f"{s.final_train_loss:.4f}", f"{s.final_train_acc:.1%}", f"{s.final_test_loss:.4f}",
-                      f"{s.final_test_acc:.1%}", f"{s.epoch_noise:.4f}", f"{s.test_epoch_noise:.4f}",
-                      f"{s.step_noise:.3f}")
-    table.caption = (f"noise = residual std of log-loss around a centred running median: per-epoch train and test "
-                     f"loss (window {EPOCH_NOISE_WINDOW} epochs), per-step minibatch loss (window {STEP_NOISE_WINDOW} "
-                     "steps); train s = training time without compile")
+        table.add_row(*run_row(s))
+    table.caption = RUNS_CAPTION
     return table
 
 
@@ -93,11 +103,15 @@ def _noise(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) -> st
                   f"at all ({st_l:.4f})")
     else:
         step_l = f"against {st_l:.4f} for {l_name}: {_ratio(st_s, st_l)} as much"
-    parts = [f"Which curve is noisy? {s_name.capitalize()}: each of its updates follows the gradient of {examples}. "
+    parts = [f"Which curve is noisy? {_upper_first(s_name)}: each of its updates follows the gradient of {examples}. "
              f"Its minibatch losses jitter step to step by {st_s:.3f} (residual std of log-loss around a running "
              f"median), {step_l}."]
     e_s, e_l = small.mean("epoch_noise"), large.mean("epoch_noise")
     t_s, t_l = small.mean("test_epoch_noise"), large.mean("test_epoch_noise")
+    n_epochs = min(len(small.train_loss), len(large.train_loss)) - 1
+    if n_epochs < MIN_EPOCHS_FOR_EPOCH_NOISE:
+        parts.append(f"With {n_epochs} epochs there are too few per-epoch evaluations to measure their noise.")
+        return " ".join(parts)
     parts.append(f"Evaluated after each epoch, its train and test losses jitter by {e_s:.4f} and {t_s:.4f}, against "
                  f"{e_l:.4f} and {t_l:.4f} for {l_name}.")
     if e_s < 1e-3:
@@ -111,9 +125,9 @@ def _time(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str, device
     t_s, t_l = small.mean("wall_time_s"), large.mean("wall_time_s")
     longer, shorter, t_long, t_short = (s_name, l_name, t_s, t_l) if t_s >= t_l else (l_name, s_name, t_l, t_s)
     per_s, per_l = t_s / u_s * 1e6, t_l / u_l * 1e6
-    return (f"Which took longer? {s_name.capitalize()} made {small.runs[0].updates_per_epoch:,} updates per epoch, "
+    return (f"Which took longer? {_upper_first(s_name)} made {small.runs[0].updates_per_epoch:,} updates per epoch, "
             f"{u_s:,.0f} in all, against {large.runs[0].updates_per_epoch:,} per epoch and {u_l:,.0f} in all for "
-            f"{l_name}: {_ratio(u_s, u_l)} as many. {longer.capitalize()} took longer: {t_long:.3f} s of training "
+            f"{l_name}: {_ratio(u_s, u_l)} as many. {_upper_first(longer)} took longer: {t_long:.3f} s of training "
             f"against {t_short:.3f} s ({_ratio(t_long, t_short)}; compile time excluded; {device}). Why: one update "
             f"cost {per_s:,.1f} µs at {s_name} and {per_l:,.1f} µs at {l_name}, so a small update is cheaper but not "
             f"{_ratio(u_s, u_l)} cheaper; the number of updates per epoch sets the time.")
@@ -122,7 +136,7 @@ def _time(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str, device
 def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) -> str:
     l_curve = large.train_loss
     start, end = float(l_curve[0]), float(l_curve[-1])
-    epochs = len(l_curve) - 1
+    epochs = len(small.train_loss) - 1
     k = first_epoch_reaching(small.train_loss, end)
     reached = (f"{s_name} got there after {k} epoch{'s' if k != 1 else ''} ({k * small.runs[0].updates_per_epoch:,} "
                "updates)" if k is not None else f"{s_name} never got that low")
@@ -142,8 +156,12 @@ def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) ->
             if final_test > 1.1 * best else "")
     return (f"What did {l_name}'s {large.mean('total_updates'):,.0f} updates achieve? They brought the train loss "
             f"from {start:.4f} to {end:.4f} (test accuracy {large.mean('final_test_acc'):.1%}); {reached}. {state} "
-            f"{s_name.capitalize()} ended at train loss {small.mean('final_train_loss'):.4f} and test accuracy "
+            f"{_upper_first(s_name)} ended at train loss {small.mean('final_train_loss'):.4f} and test accuracy "
             f"{small.mean('final_test_acc'):.1%} after {epochs} epochs.{over}")
+
+
+def _upper_first(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _ratio(a: float, b: float) -> str:
@@ -151,6 +169,9 @@ def _ratio(a: float, b: float) -> str:
         return "n/a times"
     r = a / b
     return f"{r:,.0f}x" if r >= 100 else f"{r:.1f}x" if r >= 1.05 else f"{r:.2f}x"
+
+
+GRID_CAPTION = "final test loss, mean ± std over seeds; * = best learning rate of the batch size"
 
 
 def grid_table(cells: list[Cell], best: dict[int, float], *, title: str = "Sweep") -> Table:
@@ -164,14 +185,17 @@ def grid_table(cells: list[Cell], best: dict[int, float], *, title: str = "Sweep
         row = [str(b)]
         for lr in lrs:
             cell = next((c for c in cells if c.batch_size == b and c.lr == lr), None)
-            if cell is None:
-                row.append("")
-            elif not cell.usable:
-                row.append(f"diverged {cell.n_diverged}/{cell.n}")
-            else:
-                mark = "*" if best.get(b) == lr else ""
-                div = f" ({cell.n_diverged}/{cell.n} div.)" if cell.n_diverged else ""
-                row.append(f"{mark}{cell.mean_test_loss:.4f} ± {cell.std_test_loss:.4f}{div}")
+            row.append(grid_cell_text(cell, best=best.get(b) == lr))
         table.add_row(*row)
-    table.caption = "final test loss, mean ± std over seeds; * = best learning rate of the batch size"
+    table.caption = GRID_CAPTION
     return table
+
+
+def grid_cell_text(cell: Cell | None, *, best: bool) -> str:
+    """A grid cell: mean ± std final test loss ("*" first when `best`), the diverged count, or "" for no cell."""
+    if cell is None:
+        return ""
+    if not cell.usable:
+        return f"diverged {cell.n_diverged}/{cell.n}"
+    div = f" ({cell.n_diverged}/{cell.n} div.)" if cell.n_diverged else ""
+    return f"{'*' if best else ''}{cell.mean_test_loss:.4f} ± {cell.std_test_loss:.4f}{div}"

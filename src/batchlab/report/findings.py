@@ -1,0 +1,102 @@
+"""Paragraphs on scaling, noise scale, generalization and sharpness, each claim carrying its measured number
+and the caveats the literature attaches to it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from batchlab.analysis.runs import RunSummary
+from batchlab.analysis.study import StudyAnalysis
+
+METRIC_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "test_error": "test error"}
+
+
+def scaling_paragraph(a: StudyAnalysis) -> str:
+    """Steps-to-target per batch size, the S(B) fit with its interval and regimes, the fastest batch size."""
+    name = METRIC_NAMES[a.target_metric]
+    reached = [st for st in a.steps_to_target.values() if st.feasible]
+    missed = [b for b, st in a.steps_to_target.items() if not st.feasible]
+    if not reached:
+        return f"Steps to target: no batch size reached {name} < {a.target:.4g}."
+    steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
+    text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it, best over learning rates "
+            f"and seeds; Shallue et al. 2018): {steps}.")
+    if missed:
+        text += f" Not reached within the budget: B = {', '.join(map(str, missed))}."
+    if a.fit is not None:
+        f = a.fit
+        regimes = ", ".join(f"{b:,}: {r}" for b, r in a.regimes.items())
+        text += (f" Fitting S(B) = S_min (1 + B_crit / B) (McCandlish et al. 2018) gives S_min = {f.s_min:,.0f} steps "
+                 f"[{f.s_min_low:,.0f}, {f.s_min_high:,.0f}] and B_crit = {f.b_crit:,.1f} "
+                 f"[{f.b_crit_low:,.1f}, {f.b_crit_high:,.1f}] ({f.confidence:.0%} intervals, {f.n} batch sizes). "
+                 f"Regimes: {regimes}.")
+    else:
+        text += f" No S(B) fit: {a.fit_note}."
+    if a.fit is not None and a.fit_note:
+        text += f" Note: {a.fit_note}"
+    text += (" Evaluations happen once per epoch, so a small batch's steps-to-target is rounded up to a whole "
+             "epoch of its updates.")
+    if a.fastest is not None and a.fastest.batch_size is not None:
+        row = next(r for r in a.fastest.table if r.batch_size == a.fastest.batch_size)
+        text += (f" Combining steps with the measured time per update ({row.time_per_update_s * 1e6:,.1f} µs at "
+                 f"B = {row.batch_size:,}) on this machine, the fastest batch size to the target in wall time is "
+                 f"{row.batch_size:,} ({row.wall_time_s:.3g} s).")
+    return text
+
+
+def noise_scale_paragraph(a: StudyAnalysis) -> str:
+    """B_simple next to the measured B_crit, never instead of it."""
+    if not a.b_simple_final:
+        return ""
+    finals = ", ".join(f"{v:,.1f} at B = {b:,}" for b, v in a.b_simple_final.items())
+    text = (f"Gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018), measured at fixed "
+            f"parameters: {a.b_simple_initial:,.1f} at initialization; at the last measurement {finals}. It grows as "
+            "the loss falls (the gradient shrinks faster than its per-example spread).")
+    if a.fit is not None:
+        text += (f" Beside it, the measured critical batch size is B_crit = {a.fit.b_crit:,.1f} "
+                 f"[{a.fit.b_crit_low:,.1f}, {a.fit.b_crit_high:,.1f}].")
+    text += (" B_simple assumes a Hessian proportional to the identity and is a proxy: measured critical batch "
+             "sizes often disagree with it (McCandlish et al. 2018; Merrill et al. 2025), so read it as an order "
+             "of magnitude, not a prediction.")
+    return text
+
+
+def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary]) -> str:
+    """Gaps at the end and at matched train loss; curvature with Dinh et al.'s caveat."""
+    parts = []
+    by_b: dict[int, list[str]] = {}
+    for s in runs:
+        by_b.setdefault(s.batch_size, []).append(s.run_id)
+    ends = []
+    for b, ids in sorted(by_b.items()):
+        gaps = [a.gaps[i] for i in ids if i in a.gaps]
+        if gaps:
+            ends.append(f"B = {b:,}: test - train loss {np.mean([g.loss_gap for g in gaps]):.4f}, accuracy gap "
+                        f"{np.mean([g.acc_gap for g in gaps]):.1%}")
+    if ends:
+        parts.append("Generalization gap at the end: " + "; ".join(ends) + ".")
+    matched = []
+    for b, ids in sorted(by_b.items()):
+        m = [a.matched[i] for i in ids if a.matched.get(i) is not None]
+        if m:
+            matched.append(f"B = {b:,}: test loss {np.mean([x.test_loss for x in m]):.4f} (epoch "
+                           f"{np.mean([x.epoch for x in m]):.1f})")
+    if matched:
+        parts.append(f"At matched train loss ({a.matched_target:.4f}, the highest final train loss of any run): "
+                     + "; ".join(matched) + ". Comparing there removes the effect of one run simply having trained "
+                     "longer.")
+    curv = []
+    for b, ids in sorted(by_b.items()):
+        m = [a.end_metrics[i] for i in ids if a.end_metrics.get(i)]
+        if m:
+            curv.append(f"B = {b:,}: top Hessian eigenvalue {np.mean([x['top_eigenvalue'] for x in m]):.4g}, trace "
+                        f"{np.mean([x['hessian_trace'] for x in m]):.4g}"
+                        + (f", epsilon-sharpness {np.mean([x['eps_sharpness'] for x in m]):.3g}"
+                           if all('eps_sharpness' in x for x in m) else ""))
+    if curv:
+        parts.append("Sharpness at the end of training: " + "; ".join(curv) + ". Caveat: sharpness depends on the "
+                     "parametrization (Dinh et al. 2017) and these runs ended at different losses, so it is a "
+                     "correlate of the batch size's effect, not its cause (Keskar et al. 2017 report sharper minima "
+                     "for large batches; Shallue et al. 2018 find no generalization loss once metaparameters are "
+                     "tuned per batch size).")
+    return " ".join(parts)

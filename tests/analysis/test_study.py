@@ -1,0 +1,71 @@
+"""The study-level analysis on constructed curves with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from batchlab.analysis.runs import summarize_run
+from batchlab.analysis.study import analyze
+from batchlab.report.findings import generalization_paragraph, noise_scale_paragraph, scaling_paragraph
+
+S_MIN, B_CRIT = 200.0, 50.0
+
+
+def constructed(batch_size: int, *, diverged: bool = False, lr: float = 0.1):
+    """A run evaluated after every update whose train loss first falls below 0.5 at exactly
+    S(B) = S_MIN (1 + B_CRIT / B) updates, with a noise scale measured at updates 0 and 100."""
+    steps = int(S_MIN * (1 + B_CRIT / batch_size))
+    updates = np.arange(0, 2 * steps + 1)
+    train = np.maximum(1.0 - 0.5 * updates / steps - 1e-9, 0.2)
+    epochs = {"epoch": updates, "updates": updates, "examples_seen": updates * batch_size,
+              "wall_time_s": updates * 1e-3 * (1 + batch_size / 100), "train_loss": train, "test_loss": train + 0.1,
+              "train_acc": np.full(len(updates), 0.9), "test_acc": np.full(len(updates), 0.8),
+              "b_simple": np.full(len(updates), np.nan), "b_simple_low": np.full(len(updates), np.nan),
+              "b_simple_high": np.full(len(updates), np.nan), "grad_sq_norm": np.full(len(updates), np.nan),
+              "trace_sigma": np.full(len(updates), np.nan)}
+    epochs["b_simple"][0], epochs["b_simple"][100] = 10.0, 40.0 + batch_size
+    run = {"run_id": f"bs{batch_size}-{lr}", "batch_size": batch_size, "lr": lr, "seed": 0,
+           "status": "diverged" if diverged else "completed", "diverged_epoch": None, "updates_per_epoch": 1,
+           "epochs_done": len(updates) - 1, "total_updates": len(updates) - 1, "examples_seen": 0,
+           "wall_time_s": float(epochs["wall_time_s"][-1]), "compile_time_s": 0.1}
+    return summarize_run(run, epochs, train), epochs
+
+
+def study(batch_sizes=(5, 25, 100, 500, 1000)):  # S(B) is a whole number of steps for these
+    pairs = [constructed(b) for b in batch_sizes]
+    return [p[0] for p in pairs], {p[0].run_id: p[1] for p in pairs}
+
+
+def test_steps_to_target_and_the_critical_batch_size_are_recovered():
+    summaries, epochs = study()
+    a = analyze(summaries, epochs, {}, target=0.5)
+    for b, st in a.steps_to_target.items():
+        assert st.steps == pytest.approx(S_MIN * (1 + B_CRIT / b))
+    assert a.fit is not None
+    assert a.fit.b_crit == pytest.approx(B_CRIT, rel=1e-6) and a.fit.s_min == pytest.approx(S_MIN, rel=1e-6)
+    assert a.fit.b_crit_low <= B_CRIT * (1 + 1e-6) and a.fit.b_crit_high >= B_CRIT * (1 - 1e-6)
+    assert a.regimes[5] == "perfect scaling" and a.regimes[1000] == "maximal data parallelism"
+    assert a.b_simple_initial == 10.0 and a.b_simple_final == {b: 40.0 + b for b in (5, 25, 100, 500, 1000)}
+
+
+def test_the_default_target_is_reached_by_every_batch_size_and_a_diverged_run_is_infeasible():
+    summaries, epochs = study((5, 25))
+    bad, bad_epochs = constructed(100, diverged=True)
+    a = analyze([*summaries, bad], {**epochs, bad.run_id: bad_epochs}, {})
+    assert a.steps_to_target[5].feasible and a.steps_to_target[25].feasible
+    assert not a.steps_to_target[100].feasible
+    assert a.fit is None and "only 2 batch size(s) reached the target" in a.fit_note
+
+
+def test_findings_quote_the_measured_numbers():
+    summaries, epochs = study()
+    metrics = {s.run_id: {"top_eigenvalue": 2.5, "hessian_trace": 30.0} for s in summaries}
+    a = analyze(summaries, epochs, metrics, target=0.5)
+    text = scaling_paragraph(a)
+    assert f"B_crit = {a.fit.b_crit:,.1f} [{a.fit.b_crit_low:,.1f}, {a.fit.b_crit_high:,.1f}]" in text
+    assert "B = 5: 2,200 steps (11,000 examples)" in text
+    noise = noise_scale_paragraph(a)
+    assert "10.0 at initialization" in noise and "1,040.0 at B = 1,000" in noise and "proxy" in noise
+    gen = generalization_paragraph(a, summaries)
+    assert "test - train loss 0.1000" in gen and "top Hessian eigenvalue 2.5" in gen and "Dinh et al. 2017" in gen
