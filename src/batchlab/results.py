@@ -87,11 +87,13 @@ class StudyResults:
                        target_metric=target_metric, target=target)
 
     def explanation(self, *, target_metric: str = "train_loss", target: float | None = None) -> str:
-        from batchlab.report.findings import generalization_paragraph, noise_scale_paragraph, scaling_paragraph
+        from batchlab.report.findings import (generalization_paragraph, noise_ratio_paragraph,
+                                              noise_scale_paragraph, scaling_paragraph)
         from batchlab.report.text import explain
 
         a = self.analysis(target_metric=target_metric, target=target)
-        findings = [p for p in (scaling_paragraph(a), noise_scale_paragraph(a),
+        findings = [p for p in (noise_ratio_paragraph(self.best_runs(), n_train=self.n_train),
+                                scaling_paragraph(a), noise_scale_paragraph(a),
                                 generalization_paragraph(a, self.best_runs())) if p]
         text = explain(self.best_runs(), self.epochs, n_train=self.n_train, device=self.meta["device"])
         if len({s.lr for s in self.summaries}) > 1:
@@ -113,4 +115,6 @@ class StudyResults:
                                      **kw) for s in best]
         paths.append(figures.overlay_figure(best, self.epochs, path=folder / "overlay.png", **kw))
         paths.append(figures.cost_figure(best, path=folder / "cost.png", **kw))
+        paths.append(figures.scaling_figure(self.analysis(), self.epochs, best, setup=self.setup,
+                                            path=folder / "scaling.png"))
         return paths

@@ -34,7 +34,8 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
     ax.grid(alpha=0.3, which="both")
     step_epoch, step_loss = steps
     if len(step_loss):
-        x = step_epoch - 1 + (np.arange(len(step_loss)) % s.updates_per_epoch + 1) / s.updates_per_epoch
+        # a step's loss is measured before its update: the k-th (k = 0..U-1) of epoch e at e - 1 + k / U
+        x = step_epoch - 1 + (np.arange(len(step_loss)) % s.updates_per_epoch) / s.updates_per_epoch
         ax_steps.plot(x, np.maximum(step_loss, 1e-8), lw=0.3 if len(step_loss) > 2000 else 1.0, color="C7",
                       alpha=0.7, label=f"minibatch loss, each of {len(step_loss):,} steps (raw; floored at 1e-8 for the log scale)")
         ax_steps.plot(epochs["epoch"], epochs["train_loss"], color="C0", label="train loss (whole training set)")
@@ -104,6 +105,51 @@ def cost_figure(summaries: list[RunSummary], *, n_train: int, setup: str, path: 
     axes[1].set_title("Updates: ceil(N / B) per epoch")
     axes[2].set_title("Cost of one update")
     fig.suptitle(f"Cost of each run  |  {setup}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries: list[RunSummary], *,
+                   setup: str, path: Path) -> Path:
+    """Steps-to-target against batch size with the S(B) fit; time per update against batch size; the gradient
+    noise scale over training per batch size, with the fitted B_crit as a line for reference."""
+    fig, (ax_s, ax_t, ax_g) = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    reached = [st for st in analysis.steps_to_target.values() if st.feasible]
+    if reached:
+        b = np.array([st.batch_size for st in reached], float)
+        ax_s.plot(b, [st.steps for st in reached], "o", color="C0", label="measured (best lr, seed)")
+        if analysis.fit is not None:
+            f = analysis.fit
+            grid = np.geomspace(b.min(), b.max(), 200)
+            ax_s.plot(grid, f.s_min * (1 + f.b_crit / grid), color="C3",
+                      label=f"S(B) = S_min (1 + B_crit / B): B_crit = {f.b_crit:,.1f} [{f.b_crit_low:,.1f}, "
+                            f"{f.b_crit_high:,.1f}]")
+            ax_s.axvline(f.b_crit, color="C3", ls=":", lw=1)
+        ax_s.legend(fontsize=8)
+    metric = analysis.target_metric.replace("_", " ")
+    ax_s.set(xscale="log", yscale="log", xlabel="batch size", ylabel="steps to target",
+             title=f"Steps to {metric} < {analysis.target:.4g}")
+    sizes = sorted(analysis.time_per_update_s)
+    ax_t.plot(sizes, [analysis.time_per_update_s[b] * 1e6 for b in sizes], "o-", color="C2")
+    ax_t.set(xscale="log", yscale="log", xlabel="batch size", ylabel="µs per update (group of replicas)",
+             title="Training time per update (per-epoch evaluation amortized)")
+    for i, b in enumerate(sorted({s.batch_size for s in summaries})):
+        runs = [s for s in summaries if s.batch_size == b]
+        e = curves[runs[0].run_id]
+        if "b_simple" not in e:
+            continue
+        keep = np.isfinite(e["b_simple"])
+        if keep.any():
+            ax_g.plot(e["updates"][keep], e["b_simple"][keep], "o-", ms=3, color=f"C{i % 10}", label=f"B = {b:,}")
+    if analysis.fit is not None:
+        ax_g.axhline(analysis.fit.b_crit, color="C3", ls=":", label="measured B_crit")
+    ax_g.set(yscale="log", xscale="symlog", xlabel="updates (symlog)", ylabel="B_simple = tr(Σ) / |G|²",
+             title="Gradient noise scale (a proxy; shown beside B_crit)")
+    ax_g.legend(fontsize=8)
+    for ax in (ax_s, ax_t, ax_g):
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Scaling  |  {setup}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

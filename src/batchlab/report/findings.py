@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchlab.analysis.curves import noise_ratio_vs_sqrt_prediction
 from batchlab.analysis.runs import RunSummary
 from batchlab.analysis.study import StudyAnalysis
 
@@ -100,3 +101,25 @@ def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary]) -> str:
                      "for large batches; Shallue et al. 2018 find no generalization loss once metaparameters are "
                      "tuned per batch size).")
     return " ".join(parts)
+
+
+def noise_ratio_paragraph(runs: list[RunSummary], *, n_train: int) -> str:
+    """Step-to-step noise of the smallest batch against each larger one (below N), beside the sampling-noise
+    prediction sqrt((N - B)/(B (N - 1))) for the standard deviation of a minibatch mean (without replacement)."""
+    by_b: dict[int, list[float]] = {}
+    for s in runs:
+        if s.status != "diverged" and np.isfinite(s.step_noise):
+            by_b.setdefault(s.batch_size, []).append(s.step_noise)
+    sizes = sorted(b for b in by_b if b < n_train)
+    if len(sizes) < 2:
+        return ""
+    small = sizes[0]
+    pairs = []
+    for b in sizes[1:]:
+        r = noise_ratio_vs_sqrt_prediction(float(np.mean(by_b[small])), small, float(np.mean(by_b[b])), b,
+                                           n_train=n_train)
+        pairs.append(f"{small:,} vs {b:,}: measured {r.measured:.2f}x, predicted {r.predicted:.2f}x")
+    return ("Step noise against the sampling prediction (ratio of minibatch-loss noise, smaller batch over larger; "
+            "predicted from the spread of a minibatch mean, sqrt((N - B) / (B (N - 1)))): " + "; ".join(pairs)
+            + ". The metric is taken on log-loss and over the whole run, so it carries the spread of per-example losses "
+            "and the course of training too; it need not follow the prediction exactly.")
