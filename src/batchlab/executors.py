@@ -31,6 +31,8 @@ class GroupTask:
     epochs: int
     data: Dataset
     resume: Any = None  # batchlab.engine.Checkpoint | None
+    checkpoints: bool = True
+    """Attach the group's state to every epoch (needed to resume; `batchlab run` does not resume)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device),
                    probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
     active = np.ones(task.group.n_replicas, bool)
-    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=True):
-        active = record.checkpoint.active
+    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=task.checkpoints):
+        active = record.active & ~record.diverged
         yield EpochDone(task.group_id, record, run.compile_time_s)
     final = [flatten_params(jax.tree_util.tree_map(lambda a, i=i: a[i], run.final_params))
              for i in range(task.group.n_replicas)]

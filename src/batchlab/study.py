@@ -126,7 +126,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
     try:
         statuses = store.statuses()
         todo = [g for g in groups if any(statuses[r.run_id] not in FINISHED for r in g.runs)]
-        recorder = Recorder(store, todo, data.n_train, progress)
+        recorder = Recorder(store, todo, data.n_train, progress, checkpoints=resume)
         tasks = [recorder.task(g, data) for g in todo]
         if executor == "ray":
             from batchlab.executors import run_ray
@@ -183,8 +183,9 @@ class Recorder:
     """The driver's side: turns groups into tasks (with their last checkpoint) and messages into store rows.
     Records of an epoch the store already has (a retried task replaying) are skipped."""
 
-    def __init__(self, store: Store, groups: list[PlannedGroup], n_train: int, progress: Progress | None):
-        self.store, self.n_train, self.progress = store, n_train, progress
+    def __init__(self, store: Store, groups: list[PlannedGroup], n_train: int, progress: Progress | None, *,
+                 checkpoints: bool = True):
+        self.store, self.n_train, self.progress, self.checkpoints = store, n_train, progress, checkpoints
         self.groups = {g.group_id: g for g in groups}
         self.last_epoch: dict[str, int] = {}
         self.started: set[str] = set()
@@ -200,7 +201,7 @@ class Recorder:
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
                       warmup_epochs=p.warmup_epochs)
-        return GroupTask(g.group_id, p, group, g.epochs, data, resume)
+        return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoints)
 
     def handle(self, message: Message) -> None:
         if isinstance(message, EpochDone):
@@ -226,7 +227,8 @@ class Recorder:
         cp = rec.checkpoint
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
                                compile_time_s=m.compile_time_s,
-                               checkpoint=GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
+                               checkpoint=None if cp is None else
+                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
         self.last_epoch[m.group_id] = rec.epoch
         if self.progress and rec.epoch > 0:
             self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,
