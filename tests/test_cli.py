@@ -144,6 +144,11 @@ BAD: list[Bad] = [
     Bad("show-no-study", ("show", "empty"), "dir", "allowed: a directory written by 'batchlab run'",
         {"empty/.keep": ""}),
     Bad("show-missing-dir", ("show", "nothere"), "dir", "allowed: a directory written by 'batchlab run'"),
+    Bad("report-no-study", ("report", "empty"), "dir", "allowed: a directory written by 'batchlab run'",
+        {"empty/.keep": ""}),
+    Bad("report-missing-dir", ("report", "nothere"), "dir", "allowed: a directory written by 'batchlab run'"),
+    Bad("report-out-is-a-directory", ("report", "{study}", "--out", "somewhere"), "out",
+        "allowed: the path of an HTML file", {"somewhere/.keep": ""}),
     Bad("export-no-study", ("export", "empty", "--format", "csv", "--to", "exported"), "dir",
         "allowed: a directory written by 'batchlab run'", {"empty/.keep": ""}),
     Bad("export-to-a-file", ("export", "{study}", "--to", "notes.txt"), "to", "directory",
@@ -231,7 +236,7 @@ def test_bad_input_writes_nothing(case, outcome):
 def test_help_exits_0_and_lists_the_commands(tmp_path):
     p = cli("--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == ""
-    for command in ("run", "show", "export"):
+    for command in ("run", "show", "report", "export"):
         assert command in p.stdout
 
 
@@ -246,7 +251,7 @@ def test_run_help_shows_examples(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", ["show", "export"])
+@pytest.mark.parametrize("command", ["show", "report", "export"])
 def test_show_and_export_help_show_an_example(command, tmp_path):
     p = cli(command, "--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == ""
@@ -401,6 +406,24 @@ def test_show_reprints_the_table_and_writes_nothing(study, tmp_path):
     assert f"Study: {study}" in p.stdout
     assert snapshot(study) == before  # show without --figures only reads
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_writes_one_html_file_and_prints_its_path(study, tmp_path):
+    p = cli("report", study, "--out", "out/lena.html", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "out/lena.html\n"
+    page = (tmp_path / "out" / "lena.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "Plotly.newPlot" in page
+    assert [x.name for x in tmp_path.rglob("*") if x.is_file()] == ["lena.html"]
+
+
+def test_show_with_figures_also_writes_the_report(study, tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(study, copy)
+    p = cli("show", copy, "--figures", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"Report: {copy / 'report.html'}" in p.stdout
+    assert (copy / "report.html").read_text().count("Plotly.newPlot") >= 4
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

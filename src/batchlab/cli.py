@@ -98,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
-    show.add_argument("--figures", action="store_true", help="also (re)write the figures")
+    show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
+    report = sub.add_parser("report", help="write a study's self-contained HTML report (no network needed to view)",
+                            epilog="examples:\n  batchlab report runs/20261125-101500            writes "
+                            "runs/20261125-101500/report.html\n"
+                            "  batchlab report runs/20261125-101500 --out lena.html\n",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("dir", help="a study directory")
+    report.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
     export = sub.add_parser("export", help="export a study's runs, epochs and steps",
                             epilog="example:\n  batchlab export runs/20261125-101500 --format csv --to out/",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,11 +203,22 @@ def _show(directory: Path, *, figures: bool) -> None:
     if figures:
         paths = results.write_figures()
         console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}")
+        from batchlab.report.html import write_report
+
+        console.print(f"Report: {write_report(results)}")
     console.print(f"Study: {directory} (batchlab show {directory}; batchlab export {directory} --to DIR)")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     _show(Path(args.dir), figures=args.figures)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from batchlab.report.html import write_report
+    from batchlab.results import StudyResults
+
+    print(write_report(StudyResults.load(args.dir), Path(args.out) if args.out else None))
     return 0
 
 
@@ -219,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "export": cmd_export}[args.command](args)
+        return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "report": cmd_report,
+                "export": cmd_export}[args.command](args)
     except BatchlabError as e:
         print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
         return 2
