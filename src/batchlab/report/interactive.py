@@ -83,8 +83,11 @@ def lena_figure(s: RunSummary, epochs: Mapping[str, np.ndarray], steps: tuple[np
                              line={"color": COLORS[3]}), 1, 1)
     if n:
         x = step_positions(step_epoch, s.updates_per_epoch)
-        fig.add_trace(go.Scatter(x=x[keep], y=_floor(step_loss[keep]), line={"color": "#7f7f7f", "width": 0.7},
-                                 opacity=0.8, name=f"minibatch loss, each of {n:,} steps ({note})"), 1, 2)
+        if (np.asarray(step_loss) < LOSS_FLOOR).any():
+            note += f"; floored at {LOSS_FLOOR:g} for the log scale"
+        fig.add_trace(go.Scatter(x=x[keep], y=_floor(step_loss[keep]), opacity=0.8,
+                                 line={"color": "#7f7f7f", "width": 0.7 if len(keep) > 2000 else 2},
+                                 name=f"minibatch loss, each of {n:,} steps ({note})"), 1, 2)
         dotted = train | {"line": {"color": COLORS[0], "dash": "dot", "width": 2.5}, "mode": "lines"}
         fig.add_trace(go.Scatter(showlegend=False, **dotted), 1, 2)  # dotted: the step losses show through
     status = "" if s.status == "completed" else f" [{html.escape(s.status)}]"
