@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sklearn-iters", type=int, default=3, help="epochs of MLPClassifier (default 3)")
     p.add_argument("--quick", action="store_true", help="smoke mode: few epochs everywhere, numbers are rough")
     p.add_argument("--json", default="bench/results/latest.json", help="where to write the results")
+    p.add_argument("--no-pin", action="store_true",
+                   help="do not pin this process to one core (the batchlab CLI pins its training process)")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.torch_epochs, args.sklearn_iters = 5, 1, 1
@@ -57,6 +59,10 @@ def by_batch_size(args: argparse.Namespace, data, at_1: list[Result]) -> list[tu
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not args.no_pin:  # as `batchlab run` does: every contender then runs on the same single core
+        from batchlab.executors import pin_to_one_core
+
+        pin_to_one_core()
     data = jax_runs.digits()
     print(f"{data}; MLP 64-128-10 ReLU, SGD lr 0.03, CPU{' (quick mode: rough numbers)' if args.quick else ''}")
     jax_runs.warm_up_jax()
