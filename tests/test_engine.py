@@ -11,8 +11,8 @@ import pytest
 from batchlab.data import Dataset
 from batchlab.device import chunk_replicas, replica_bytes
 from batchlab.engine import Group, GroupRun, epoch_permutation, init_replicas
-from batchlab.spec import updates_per_epoch
 from batchlab.models import make_model
+from batchlab.spec import updates_per_epoch
 
 CPU = jax.devices("cpu")[0]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,7 @@ def test_round_trip_of_epochs_and_step_losses(tmp_path):
 def test_a_failed_epoch_transaction_leaves_no_partial_epoch(tmp_path):
     store = make_store(tmp_path)
     store.write_epoch([row("r1", 0, [])])
-    with pytest.raises(Exception):
+    with pytest.raises(sqlite3.IntegrityError):
         store.write_epoch([row("r1", 1, [1.0, 2.0, 3.0]), row("r1", 0, [])])  # duplicate key: rolled back
     assert list(store.epochs("r1")["epoch"]) == [0]
     assert len(store.step_losses("r1")[1]) == 0

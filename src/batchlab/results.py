@@ -87,8 +87,12 @@ class StudyResults:
                        target_metric=target_metric, target=target)
 
     def explanation(self, *, target_metric: str = "train_loss", target: float | None = None) -> str:
-        from batchlab.report.findings import (generalization_paragraph, noise_ratio_paragraph,
-                                              noise_scale_paragraph, scaling_paragraph)
+        from batchlab.report.findings import (
+            generalization_paragraph,
+            noise_ratio_paragraph,
+            noise_scale_paragraph,
+            scaling_paragraph,
+        )
         from batchlab.report.text import explain
 
         a = self.analysis(target_metric=target_metric, target=target)

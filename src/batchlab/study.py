@@ -88,8 +88,13 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
         _check_same_study(out, sweep)
 
     from batchlab.data import load_dataset
-    from batchlab.device import (describe_device, enable_compilation_cache, memory_budget_bytes, replica_bytes,
-                                 resolve_device)
+    from batchlab.device import (
+        describe_device,
+        enable_compilation_cache,
+        memory_budget_bytes,
+        replica_bytes,
+        resolve_device,
+    )
     from batchlab.models import make_model
 
     enable_compilation_cache()
@@ -161,10 +166,10 @@ def _check_same_study(out: str | Path, sweep: Sweep) -> None:
 
 def _register(store: Store, groups: list[PlannedGroup], data, meta: dict) -> None:
     """Record every planned run and its initial parameters before any training."""
+    import jax
+
     from batchlab.engine import init_replicas
     from batchlab.models import flatten_params, make_model
-
-    import jax
 
     for g in groups:
         infos = [(RunInfo(r.run_id, g.group_id, r.batch_size, r.lr, r.init_seed, r.init_seed, r.order_seed,

@@ -12,11 +12,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from batchlab.analysis.generalization import (GeneralizationGap, MatchedGap, gap_at_matched_train_loss,
-                                              generalization_gap, matched_train_loss_target)
+from batchlab.analysis.generalization import (
+    GeneralizationGap,
+    MatchedGap,
+    gap_at_matched_train_loss,
+    generalization_gap,
+    matched_train_loss_target,
+)
 from batchlab.analysis.runs import RunSummary
-from batchlab.analysis.scaling import (CriticalBatchFit, FastestBatchSize, FitWarning, StepsToTarget, Trial,
-                                       fastest_batch_size, fit_critical_batch, scaling_regime, steps_to_target)
+from batchlab.analysis.scaling import (
+    CriticalBatchFit,
+    FastestBatchSize,
+    FitWarning,
+    StepsToTarget,
+    Trial,
+    fastest_batch_size,
+    fit_critical_batch,
+    scaling_regime,
+    steps_to_target,
+)
 from batchlab.errors import BatchlabError
 
 TARGET_METRICS = ("train_loss", "test_loss", "test_error")

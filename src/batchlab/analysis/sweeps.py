@@ -43,12 +43,15 @@ def aggregate(summaries: list[RunSummary]) -> list[Cell]:
     cells = []
     for (b, lr), runs in sorted(by_cell.items()):
         ok = [r for r in runs if r.status != "diverged"]
-        stat = (lambda attr, f: float(f([getattr(r, attr) for r in ok])) if ok else float("nan"))
-        cells.append(Cell(b, lr, len(runs), len(runs) - len(ok), stat("final_test_loss", np.mean),
-                          stat("final_test_loss", np.std), stat("final_test_acc", np.mean),
-                          stat("final_test_acc", np.std), stat("final_train_loss", np.mean),
-                          stat("wall_time_s", np.mean)))
+        cells.append(Cell(b, lr, len(runs), len(runs) - len(ok), _stat(ok, "final_test_loss", np.mean),
+                          _stat(ok, "final_test_loss", np.std), _stat(ok, "final_test_acc", np.mean),
+                          _stat(ok, "final_test_acc", np.std), _stat(ok, "final_train_loss", np.mean),
+                          _stat(ok, "wall_time_s", np.mean)))
     return cells
+
+
+def _stat(runs: list[RunSummary], attr: str, reduce) -> float:
+    return float(reduce([getattr(r, attr) for r in runs])) if runs else float("nan")
 
 
 def best_lr_per_batch_size(cells: list[Cell]) -> dict[int, float]:
