@@ -34,6 +34,12 @@ examples:
   batchlab sweep sweep.toml --executor ray --address 127.0.0.1:6379
 """
 
+DIAGNOSE_EXAMPLES = """examples:
+  batchlab diagnose small.csv large.csv              which loss curve came from the smaller batch?
+  batchlab diagnose lightning_logs/version_*/metrics.csv history.json
+  batchlab diagnose runs/tb/ --tag train/loss --json  a TensorBoard directory (pip install 'batchlab[tensorboard]')
+"""
+
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--dataset": ("dataset", "digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a CSV path"),
@@ -112,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir", help="a study directory")
     export.add_argument("--format", default="csv", choices=["csv"], help="csv (default)")
     export.add_argument("--to", required=True, help="output directory")
+    diagnose = sub.add_parser("diagnose", help="rank loss curves written by other tools by noise: which most likely "
+                              "came from the smallest batch?", epilog=DIAGNOSE_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    diagnose.add_argument("files", nargs="+", metavar="FILE", help="a CSV, a Lightning metrics.csv, a Keras History "
+                          "JSON, a TensorBoard events.out.tfevents.* file or a directory holding them")
+    diagnose.add_argument("--column", help="CSV column or JSON key to read (default: the training loss)")
+    diagnose.add_argument("--tag", help="TensorBoard scalar tag to read (default: the training loss)")
+    diagnose.add_argument("--json", action="store_true", help="print a JSON list, one object per file, instead")
     return parser
 
 
@@ -230,6 +244,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    import json
+
+    from batchlab.analysis.diagnose import diagnose
+    from batchlab.readers import read_loss_history
+    from batchlab.report.diagnose import comparability_warning, curve_table, diagnosis_records, verdict
+
+    histories = [read_loss_history(f, column=args.column, tag=args.tag) for f in args.files]
+    result = diagnose([h.loss for h in histories])
+    warning = comparability_warning(histories)
+    if warning:
+        print(f"batchlab diagnose: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(diagnosis_records(histories, result), indent=2))
+        return 0
+    console = _console()
+    for h, noise, rank in zip(histories, result.noise, result.ranks, strict=True):
+        console.print(curve_table(h, noise, rank=rank, n_curves=len(histories)))
+        console.print()
+    console.print(verdict(histories, result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -238,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "report": cmd_report,
-                "export": cmd_export}[args.command](args)
+                "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
     except BatchlabError as e:
         print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
         return 2

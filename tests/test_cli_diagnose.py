@@ -1,0 +1,157 @@
+"""`batchlab diagnose` as a user meets it: a real subprocess on files in the formats other tools write, and on a
+real batchlab study exported to CSV."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLI = (sys.executable, "-m", "batchlab.cli", "diagnose")
+
+
+def diagnose_cli(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def write_curve(path: Path, sigma: float, n: int, *, seed: int, header: str = "step,loss") -> Path:
+    t = np.arange(n)
+    loss = np.exp(np.log(0.1 + 2 * np.exp(-t / (n / 2))) + np.random.default_rng(seed).normal(0, sigma, n))
+    path.write_text(header + "\n" + "".join(f"{i},{float(v)!r}\n" for i, v in zip(t, loss)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def curves(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("curves")
+    write_curve(d / "noisy.csv", 0.3, 400, seed=0)
+    write_curve(d / "medium.csv", 0.1, 400, seed=1)
+    write_curve(d / "smooth.csv", 0.03, 400, seed=2, header="step,train_loss")
+    write_curve(d / "twin.csv", 0.1, 400, seed=3)
+    return d
+
+
+def test_json_lists_each_file_with_metrics_and_rank(curves):
+    p = diagnose_cli("smooth.csv", "noisy.csv", "medium.csv", "--json", cwd=curves)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # same resolution and length: no warning
+    records = json.loads(p.stdout)
+    assert [(r["path"], r["format"], r["n_points"], r["rank"]) for r in records] == [
+        ("smooth.csv", "csv", 400, 3), ("noisy.csv", "csv", 400, 1), ("medium.csv", "csv", 400, 2)]
+    assert [r["most_likely_smallest_batch"] for r in records] == [False, True, False]
+    assert records[1]["residual_std_log"] == pytest.approx(0.3, rel=0.1)
+    assert {"mean_abs_first_difference", "fraction_rising", "residual_lag1_autocorrelation"} <= set(records[0])
+
+
+def test_table_and_verdict(curves):
+    p = diagnose_cli("medium.csv", "noisy.csv", cwd=curves)
+    assert p.returncode == 0, p.stderr
+    assert "residual std of log-loss" in p.stdout and "1 of 2" in p.stdout and "2 of 2" in p.stdout
+    assert "noisy.csv most likely came from the smallest batch" in " ".join(p.stdout.split())
+
+
+def test_equal_noise_is_too_close_to_call(curves):
+    p = diagnose_cli("medium.csv", "twin.csv", cwd=curves)
+    assert p.returncode == 0, p.stderr
+    assert "Too close to call" in p.stdout
+    records = json.loads(diagnose_cli("medium.csv", "twin.csv", "--json", cwd=curves).stdout)
+    assert not any(r["most_likely_smallest_batch"] for r in records)
+
+
+def test_column_flag_and_resolution_warning(curves):
+    history = curves / "history.json"
+    history.write_text(json.dumps({"loss": [1.0, 0.8, 0.7, 0.65, 0.5, 0.45], "mse": [1.0] * 6}))
+    p = diagnose_cli("noisy.csv", "history.json", "--json", cwd=curves)
+    assert p.returncode == 0, p.stderr
+    (line,) = p.stderr.splitlines()
+    assert line.startswith("batchlab diagnose: warning: curves not comparable: resolutions differ")
+    assert "noisy.csv: per step; history.json: per epoch" in line
+    p = diagnose_cli("history.json", "--column", "nope", cwd=curves)
+    assert p.returncode == 2 and "no key 'nope'; keys found: loss, mse" in p.stderr
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.csv", None, "missing.csv: no such file or directory"),
+    ("notes.txt", "loss\n1\n", "notes.txt: unknown format"),
+    ("empty.csv", "", "empty.csv: empty file"),
+    ("acc.csv", "step,acc\n1,0.5\n2,0.6\n", "acc.csv: no loss column .* columns found: step, acc"),
+    ("four.csv", "loss\n1\n0.9\n0.8\n0.7\n", "four.csv: 'loss': got 4 finite loss values; allowed: at least 5"),
+    ("nan.json", '{"loss": [NaN, NaN, Infinity, NaN, NaN, NaN]}', "nan.json: 'loss': all 6 values are non-finite"),
+])
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, name, content, message):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    write_curve(tmp_path / "good.csv", 0.1, 50, seed=0)
+    p = diagnose_cli("good.csv", name, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    (line,) = p.stderr.splitlines()
+    assert line.startswith("batchlab diagnose: error: ")
+    assert re.search(message, line), line
+    assert "Traceback" not in p.stderr
+
+
+def test_help_has_examples(tmp_path):
+    p = diagnose_cli("--help", cwd=tmp_path)
+    assert p.returncode == 0 and "examples:" in p.stdout and "--tag" in p.stdout and "--json" in p.stdout
+    assert diagnose_cli(cwd=tmp_path).returncode == 2  # FILE is required
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End to end: a real batchlab study, exported, split per run, diagnosed blind.
+
+
+def test_a_real_study_batch_size_1_is_ranked_noisiest(tmp_path):
+    from batchlab.export import export_csv
+    from batchlab.spec import StudySpec
+    from batchlab.study import run_study
+
+    study = tmp_path / "study"
+    run_study(StudySpec(dataset="iris", batch_sizes=(1, "full"), epochs=30, device="cpu"), study)
+    export_csv(study, tmp_path / "export")
+    with (tmp_path / "export" / "runs.csv").open() as f:
+        batch_of = {r["run_id"]: int(r["batch_size"]) for r in csv.DictReader(f)}
+    with (tmp_path / "export" / "steps.csv").open() as f:
+        reader = csv.DictReader(f)
+        by_run: dict[str, list[dict]] = {}
+        for row in reader:
+            by_run.setdefault(row["run_id"], []).append(row)
+    assert min(batch_of.values()) == 1 and len(by_run) == 2
+    names = {}
+    for i, (run_id, rows) in enumerate(sorted(by_run.items())):  # anonymous names: the tool must not be told
+        names[run_id] = f"curve_{i}.csv"
+        with (tmp_path / names[run_id]).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "epoch", "batch_loss"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    p = diagnose_cli(*sorted(names.values()), "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    records = {r["path"]: r for r in json.loads(p.stdout)}
+    batch_1 = names[next(run_id for run_id, b in batch_of.items() if b == 1)]
+    assert records[batch_1]["rank"] == 1 and records[batch_1]["most_likely_smallest_batch"]
+    assert records[batch_1]["n_points"] == 30 * 120  # iris: 120 training examples, one update each per epoch
+    assert "lengths differ" in p.stderr  # 3,600 steps against 30: the caller is warned
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard extra is not installed")
+def test_tensorboard_directory_with_tag(tmp_path):
+    from tests.test_readers import write_events
+
+    rng = np.random.default_rng(0)
+    steps = [(s, float(np.exp(-s / 200 + rng.normal(0, 0.2)))) for s in range(300)]
+    write_events(tmp_path / "tb", {"train/loss": steps, "val/loss": [(s, 1.0 + 0.01 * (s % 2)) for s in range(300)]})
+    p = diagnose_cli("tb", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (record,) = json.loads(p.stdout)
+    assert (record["format"], record["source"], record["n_points"]) == ("tensorboard", "train/loss", 300)
+    assert record["residual_std_log"] == pytest.approx(0.2, rel=0.15)
+    p = diagnose_cli("tb", "--tag", "train/los", cwd=tmp_path)
+    assert p.returncode == 2 and "no scalar tag 'train/los'; scalar tags found: train/loss, val/loss" in p.stderr
