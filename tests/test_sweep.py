@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -117,6 +118,15 @@ def fingerprint_results(directory: Path) -> dict:
     return out
 
 
+def epochs_recorded(db: Path) -> int:
+    """Epoch rows committed so far (0 while the study database does not exist yet)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute("SELECT COUNT(*) FROM epochs").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def sweep_command(study: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "batchlab.cli", "sweep", str(study), "--out", str(out), "--no-figures", *extra]
 
@@ -127,24 +137,28 @@ def test_a_sweep_killed_at_random_moments_resumes_to_identical_results(tmp_path,
     study = tmp_path / "study.toml"
     study.write_text(STUDY)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
     reference = subprocess.run(sweep_command(study, tmp_path / "reference"), capture_output=True, text=True, env=env)
-    duration = time.perf_counter() - started
     assert reference.returncode == 0, reference.stderr
     rng = random.Random(1234 + int(workers))
     killed = tmp_path / "killed"
     kills = 0
-    for _ in range(8):  # kill at random moments (start-up, compile, training, storing) until 4 kills landed
+    for attempt in range(12):  # kill at random moments: during start-up, then a little after each new progress
         proc = subprocess.Popen(sweep_command(study, killed, "--workers", workers), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        time.sleep(rng.uniform(0.1, 0.9) * duration)
+        if attempt == 0:
+            time.sleep(rng.uniform(0.2, 1.5))
+        else:
+            before = epochs_recorded(killed / "study.db")
+            while proc.poll() is None and epochs_recorded(killed / "study.db") <= before:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, at once
             kills += 1
         proc.wait()
-        if kills == 4:
+        if proc.returncode == 0:
             break
-    assert kills >= 2
+    assert kills >= 3
     final = subprocess.run(sweep_command(study, killed, "--workers", workers), capture_output=True, text=True, env=env)
     assert final.returncode == 0, final.stderr
     ours, theirs = fingerprint_results(killed), fingerprint_results(tmp_path / "reference")
