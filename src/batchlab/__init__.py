@@ -1,14 +1,26 @@
 """batchlab: measure, show and explain what the mini-batch size does to neural-network training.
 
-Example::
+Example (a notebook or a script; seconds on a CPU)::
 
     import batchlab
-    spec = batchlab.StudySpec(batch_sizes=(1, 32, "full"), epochs=20, seeds=3)
-    result = batchlab.run_study(spec, "runs/example")
-    results = batchlab.StudyResults.load(result.directory)
-    print(results.explanation())
 
-Importing batchlab is cheap: JAX is imported only when training starts.
+    spec = batchlab.make_study(dataset="wine", batch_sizes=[1, 16, "full"], epochs=20, seeds=2)
+    results = batchlab.run(spec, out="runs/wine")      # StudyResults; a progress bar on stderr
+    print(results.explanation())                        # measured numbers, in words
+    results.runs_df()                                   # pandas DataFrames: runs_df, epochs_df, steps_df
+    results.epochs_df(format="polars")                  # or polars (extras: batchlab[pandas], batchlab[polars])
+    results.figure("overlay"); results.write_report()   # one PNG; report.html
+    results.export("mlflow", "sqlite:///mlflow.db")     # or csv, parquet, tensorboard
+
+    results = batchlab.open("runs/wine")                # a finished study directory, later
+    sweep = batchlab.load_study("sweep.toml")           # a TOML study file (lists make axes)
+
+The public names are in ``__all__``: ``make_study``, ``load_study``, ``run``, ``open`` (see `batchlab.api`);
+``StudySpec``, ``Sweep``, ``StudyResults``; ``BatchlabError`` (every user error: one line naming the field, its
+value and what is allowed); and the lower-level ``build_spec``, ``run_study`` and ``export_csv``. (It is
+``make_study``, not ``study``: ``batchlab.study`` is the module that runs studies.)
+
+Importing batchlab is cheap: JAX, NumPy and the optional libraries are imported only when needed.
 """
 
 from __future__ import annotations
@@ -19,14 +31,19 @@ from batchlab.errors import BatchlabError
 from batchlab.spec import StudySpec, build_spec
 
 __version__ = "0.1.0"
-__all__ = ["BatchlabError", "StudySpec", "StudyResults", "build_spec", "run_study", "export_csv"]
+__all__ = ["BatchlabError", "StudySpec", "Sweep", "StudyResults", "make_study", "load_study", "run", "open",
+           "build_spec", "run_study", "export_csv"]
 
 if TYPE_CHECKING:
-    from batchlab.export import export_csv
+    from batchlab.api import load_study, make_study, open, run
+    from batchlab.exporters.csv import export_csv
     from batchlab.results import StudyResults
     from batchlab.study import run_study
+    from batchlab.sweep import Sweep
 
-_LAZY = {"run_study": "batchlab.study", "StudyResults": "batchlab.results", "export_csv": "batchlab.export"}
+_LAZY = {"make_study": "batchlab.api", "load_study": "batchlab.api", "run": "batchlab.api", "open": "batchlab.api",
+         "run_study": "batchlab.study", "StudyResults": "batchlab.results", "Sweep": "batchlab.sweep",
+         "export_csv": "batchlab.exporters.csv"}
 
 
 def __getattr__(name: str) -> Any:
@@ -35,3 +52,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'batchlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

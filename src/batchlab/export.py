@@ -1,57 +1,55 @@
-"""Export a study to plain files: `runs.csv`, `epochs.csv` and `steps.csv`."""
+"""Export a study to where people already look: plain files, TensorBoard, MLflow.
+
+``batchlab export DIR --format FORMAT --to TARGET`` and :func:`export` call one exporter per format (in
+`batchlab.exporters`); each imports its library only when used, and a missing one is a one-line error naming
+the extra to install.
+
+======================  ==========================================  ============================================
+format                  TARGET                                      writes
+======================  ==========================================  ============================================
+csv                     a directory                                 runs.csv, epochs.csv, steps.csv
+parquet                 a directory                                 runs.parquet, epochs.parquet, steps.parquet
+tensorboard             a log directory                             one run directory of event files per run
+mlflow                  a tracking URI ``sqlite:///FILE.db``        one MLflow run per run, under a study run
+======================  ==========================================  ============================================
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
-import numpy as np
+from batchlab.errors import invalid
+from batchlab.exporters.csv import export_csv
+from batchlab.exporters.mlflow import MlflowExport, export_mlflow
+from batchlab.exporters.parquet import export_parquet
+from batchlab.exporters.tensorboard import export_tensorboard
 
-from batchlab.store import EPOCH_FIELDS, Store, require_directory_path
+FORMATS = {"csv": "", "parquet": "parquet", "tensorboard": "tensorboard", "mlflow": "mlflow"}
+"""Export format -> the batchlab extra it needs ("" for none)."""
 
-RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
-              "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
-              "compile_time_s", "n_train", "device", "versions", "config")
-
-
-def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
-    """Write runs.csv (wall_time_s is training time without compile), epochs.csv and steps.csv into `to`."""
-    out = Path(to)
-    require_directory_path("to", out)
-    store = Store.open(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        runs = store.runs()
-        with (out / "runs.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(RUN_FIELDS)
-            for r in runs:
-                w.writerow([json.dumps(r[k], sort_keys=True) if k in ("versions", "config") else _cell(r[k])
-                            for k in RUN_FIELDS])
-        with (out / "epochs.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(("run_id",) + EPOCH_FIELDS)
-            for r in runs:
-                e = store.epochs(r["run_id"])
-                for i in range(len(e["epoch"])):
-                    w.writerow([r["run_id"], *(_cell(e[k][i]) for k in EPOCH_FIELDS)])
-        with (out / "steps.csv").open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(("run_id", "step", "epoch", "batch_loss"))
-            for r in runs:
-                epochs, losses = store.step_losses(r["run_id"])
-                w.writerows((r["run_id"], i + 1, int(e), repr(float(v))) for i, (e, v) in enumerate(zip(epochs, losses)))
-    finally:
-        store.close()
-    return [out / "runs.csv", out / "epochs.csv", out / "steps.csv"]
+__all__ = ["FORMATS", "MlflowExport", "export", "export_csv", "export_mlflow", "export_parquet",
+           "export_tensorboard"]
 
 
-def _cell(v):
-    if v is None:
-        return ""
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, float | np.floating):
-        return "" if not np.isfinite(v) else repr(float(v))
-    return v
+def export(directory: str | Path, *, format: str, to: str | Path,
+           max_step_points: int | None = None) -> list[Path] | MlflowExport:
+    """Export the study in `directory` as `format` to `to` (see the table above); returns the files or run
+    directories written, or for mlflow where the runs went. `max_step_points` (tensorboard, mlflow) caps the
+    per-step losses per run (default: all for tensorboard, 10,000 min/max-decimated for mlflow; 0: all).
+
+    Example::
+
+        batchlab.export("runs/wine", format="mlflow", to="sqlite:///mlflow.db")
+    """
+    if format not in FORMATS:
+        raise invalid("format", format, ", ".join(FORMATS))
+    if max_step_points is not None and format in ("csv", "parquet"):
+        raise invalid("max_step_points", max_step_points, "only with the tensorboard and mlflow formats (csv and "
+                      "parquet keep every step)")
+    if format == "csv":
+        return export_csv(directory, to)
+    if format == "parquet":
+        return export_parquet(directory, to)
+    if format == "tensorboard":
+        return export_tensorboard(directory, to, max_step_points=max_step_points)
+    return export_mlflow(directory, str(to), max_step_points=max_step_points)
