@@ -55,14 +55,15 @@ def write(tmp_path, text, name="d.csv"):
 def test_csv_with_string_labels_and_a_split_column(tmp_path):
     rows = ["a,b,label,split"] + [f"{i},{i % 3},{'cat' if i % 2 else 'dog'},{'test' if i % 5 == 0 else 'train'}"
                                   for i in range(20)]
-    d = load_dataset(StudySpec(dataset=write(tmp_path, "\n".join(rows)), target="label"))
+    d = load_dataset(StudySpec(dataset=write(tmp_path, "\n".join(rows)), target="label", task="classification"))
     assert d.class_names == ("cat", "dog") and d.feature_names == ("a", "b")
     assert (d.n_train, len(d.y_test)) == (16, 4)
 
 
 def test_csv_with_integer_labels_gets_a_stratified_split(tmp_path):
     rows = ["x,y"] + [f"{i / 10},{i % 2 * 7}" for i in range(30)]
-    d = load_dataset(StudySpec(dataset=write(tmp_path, "\n".join(rows)), target="y", standardize=False))
+    d = load_dataset(StudySpec(dataset=write(tmp_path, "\n".join(rows)), target="y", standardize=False,
+                               task="classification"))
     assert d.class_names == ("0", "7") and (d.n_train, len(d.y_test)) == (24, 6)
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from batchlab.errors import BatchlabError
+from batchlab.errors import BatchlabError, BatchlabWarning
 
 RUN_EXAMPLES = """examples:
   batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
   batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
+  batchlab run --dataset houses.parquet --target price --task regression --features area,rooms,age
+  batchlab run --dataset images.npz --batch-sizes 1,32,full   arrays X (N, H, W[, C]), y; optional X_test, y_test
   batchlab run --config study.toml               same field names as the flags, dashes as underscores
 """
 
@@ -42,8 +45,12 @@ DIAGNOSE_EXAMPLES = """examples:
 
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset": ("dataset", "digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a CSV path"),
-    "--target": ("target", "CSV only: the class-label column"),
+    "--dataset": ("dataset", ("digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a .csv, "
+                              ".parquet (pip install 'batchlab[parquet]') or .npz path")),
+    "--target": ("target", "data files: the target column (CSV, Parquet) or array (NPZ, default y)"),
+    "--features": ("features", "feature columns to use, e.g. a,b,c (NPZ: column indices of X; default: all)"),
+    "--task": ("task", ("classification, regression (squared error, R² in place of accuracy) or auto (default: "
+                        "inferred from the target, and said)")),
     "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 1000)"),
     "--noise": ("noise", "synthetic datasets: noise level (default 0.2)"),
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
@@ -273,15 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "report": cmd_report,
-                "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
-    except BatchlabError as e:
-        print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("batchlab: aborted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():  # restores the warning display on return (main is also called in-process)
+        warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+        try:
+            return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "report": cmd_report,
+                    "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
+        except BatchlabError as e:
+            print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("batchlab: aborted", file=sys.stderr)
+            return 130
+
+
+def _one_line_warnings(command: str, show_other):
+    """A `warnings.showwarning` that prints a BatchlabWarning as one line on stderr (others as before)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, BatchlabWarning):
+            print(f"batchlab {command}: warning: {message}", file=sys.stderr)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show
+
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ import numpy as np
 import optax
 
 from batchlab.data import Dataset
-from batchlab.models import Model, cross_entropy
+from batchlab.models import Model
 from batchlab.spec import updates_per_epoch
+from batchlab.tasks import CLASSIFICATION, Task, get_task
 
 INIT_TAG, ORDER_TAG = 0, 1  # fold-in tags: init and data-order streams stay independent even for equal seeds
 
@@ -71,6 +72,7 @@ class EpochRecord:
     """(replicas, ceil(N/B)) minibatch losses of this epoch's steps; (replicas, 0) at epoch 0."""
     train_loss: np.ndarray
     train_acc: np.ndarray
+    """Accuracy for classification, R^2 for regression (see `batchlab.tasks`); likewise `test_acc`."""
     test_loss: np.ndarray
     test_acc: np.ndarray
     diverged: np.ndarray
@@ -111,13 +113,14 @@ EVAL_CHUNK = 16_384
 """Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
 
 
-def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy and accuracy of `params` on (x, y), in chunks of EVAL_CHUNK rows (`lax.map`) so that
-    memory stays flat however large the data."""
+def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
+             task: Task = CLASSIFICATION) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and metric of `params` on (x, y) for the task (cross-entropy and accuracy, or squared error and
+    R^2), in chunks of EVAL_CHUNK rows (`lax.map`) so that memory stays flat however large the data."""
     n = x.shape[0]
     if n <= EVAL_CHUNK:
-        logits = model.apply(params, x)
-        return jnp.mean(cross_entropy(logits, y)), jnp.mean(jnp.argmax(logits, -1) == y)
+        outputs = model.apply(params, x)
+        return jnp.mean(task.loss(outputs, y)), task.metric(jnp.mean(task.score(outputs, y)), y)
     chunks = -(-n // EVAL_CHUNK)
     pad = chunks * EVAL_CHUNK - n
     xs = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]).reshape(chunks, EVAL_CHUNK, x.shape[1])
@@ -126,22 +129,22 @@ def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array) -> tuple[jax
 
     def one(batch):
         xc, yc, mc = batch
-        logits = model.apply(params, xc)
-        return jnp.sum(cross_entropy(logits, yc) * mc), jnp.sum((jnp.argmax(logits, -1) == yc) * mc)
+        outputs = model.apply(params, xc)
+        return jnp.sum(task.loss(outputs, yc) * mc), jnp.sum(task.score(outputs, yc) * mc)
 
-    loss_sums, correct = jax.lax.map(one, (xs, ys, mask))
-    return jnp.sum(loss_sums) / n, jnp.sum(correct) / n
+    loss_sums, score_sums = jax.lax.map(one, (xs, ys, mask))
+    return jnp.sum(loss_sums) / n, task.metric(jnp.sum(score_sums) / n, y)
 
 
 def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,
-                   warmup_steps: int = 0) -> Callable:
+                   warmup_steps: int = 0, task: Task = CLASSIFICATION) -> Callable:
     """The vmapped function (params, opt_state, order_seed, lr_from, lr_to, epoch, data) -> one epoch's results."""
     steps = updates_per_epoch(n_train, batch_size)
     padded = steps * batch_size
 
     def minibatch_loss(params, x, y, mask):
         # Mean over the real examples only: the padded tail of the last, partial batch has mask 0.
-        return jnp.sum(cross_entropy(model.apply(params, x), y) * mask) / jnp.sum(mask)
+        return jnp.sum(task.loss(model.apply(params, x), y) * mask) / jnp.sum(mask)
 
     def epoch(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, x_train, y_train, x_test, y_test):
         perm = epoch_permutation(order_seed, epoch_idx, n_train)
@@ -160,17 +163,19 @@ def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_siz
             return (optax.apply_updates(params, updates), opt_state), loss
 
         (params, opt_state), step_losses = jax.lax.scan(step, (params, opt_state), (index, mask, step_numbers))
-        metrics = (*evaluate(model, params, x_train, y_train), *evaluate(model, params, x_test, y_test))
+        metrics = (*evaluate(model, params, x_train, y_train, task=task),
+                   *evaluate(model, params, x_test, y_test, task=task))
         return params, opt_state, step_losses, metrics
 
     return jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
 
 
-def build_eval_fn(model: Model) -> Callable:
-    """Vmapped (params, data) -> (train loss, train acc, test loss, test acc) per replica."""
+def build_eval_fn(model: Model, task: Task = CLASSIFICATION) -> Callable:
+    """Vmapped (params, data) -> (train loss, train metric, test loss, test metric) per replica."""
 
     def evaluate_all(params, x_train, y_train, x_test, y_test):
-        return (*evaluate(model, params, x_train, y_train), *evaluate(model, params, x_test, y_test))
+        return (*evaluate(model, params, x_train, y_train, task=task),
+                *evaluate(model, params, x_test, y_test, task=task))
 
     return jax.vmap(evaluate_all, in_axes=(0, None, None, None, None))
 
@@ -212,6 +217,7 @@ class GroupRun:
         `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record. Afterwards
         `finished` is False if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
         g, d = self.group, self.data
+        task = get_task(d.task)
         steps = updates_per_epoch(d.n_train, g.batch_size)
         self.finished = False
         with jax.default_device(self.device):
@@ -228,7 +234,7 @@ class GroupRun:
 
             t0 = time.perf_counter()
             epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=g.batch_size,
-                                              warmup_steps=g.warmup_epochs * steps))
+                                              warmup_steps=g.warmup_epochs * steps, task=task))
             compiled = epoch_fn.lower(params, opt_state, *per_replica, np.int32(1), *arrays).compile()
             self.compile_time_s = time.perf_counter() - t0
 
@@ -244,7 +250,7 @@ class GroupRun:
             self.final_params = params
             if resume is None:
                 t0 = time.perf_counter()
-                metrics = [np.asarray(m) for m in jax.jit(build_eval_fn(self.model))(params, *arrays)]
+                metrics = [np.asarray(m) for m in jax.jit(build_eval_fn(self.model, task))(params, *arrays)]
                 self.compile_time_s += time.perf_counter() - t0  # evaluation compile, once per group
                 none = np.zeros(g.n_replicas, bool)
                 probe = self.probe(params, active) if self.probe is not None and self.probe_due(0) else None

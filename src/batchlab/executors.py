@@ -70,7 +70,7 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
 
     enable_compilation_cache()
     p = task.point
-    model = make_model(p.model, n_features=task.data.n_features, n_classes=task.data.n_classes, hidden=p.hidden,
+    model = make_model(p.model, n_features=task.data.n_features, n_classes=task.data.n_outputs, hidden=p.hidden,
                        activation=p.activation)
     measure = GroupMeasurements(model, task.data, gns=p.gns)
     run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device),

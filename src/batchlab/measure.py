@@ -20,7 +20,8 @@ from jax.flatten_util import ravel_pytree
 
 from batchlab.analysis.gns import b_simple_two_batch
 from batchlab.data import Dataset
-from batchlab.models import Model, cross_entropy
+from batchlab.models import Model
+from batchlab.tasks import get_task
 
 EXACT_MAX_EXAMPLES = 20_000
 """`auto` uses the exact noise scale up to this many training examples, the estimate above."""
@@ -42,6 +43,7 @@ class GroupMeasurements:
 
     def __init__(self, model: Model, data: Dataset, *, gns: str, seed: int = 0):
         self.model, self.data, self.mode, self.seed = model, data, gns_mode(gns, data.n_train), seed
+        self.task = get_task(data.task)
         self._sums = None
 
     def _per_example_sums(self, params: Any) -> tuple[float, np.ndarray]:
@@ -49,7 +51,7 @@ class GroupMeasurements:
         theta, unravel = ravel_pytree(params)
         if self._sums is None:
             def example_loss(t, xi, yi):
-                return cross_entropy(self.model.apply(unravel(t), xi[None]), yi[None])[0]
+                return self.task.loss(self.model.apply(unravel(t), xi[None]), yi[None])[0]
 
             def chunk_sums(t, xb, yb, mb):
                 g = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(t, xb, yb) * mb[:, None]
@@ -98,7 +100,7 @@ class GroupMeasurements:
         b = MICROBATCH_SIZE if n >= 2 * MICROBATCH_SIZE else 1
         k = min(MICROBATCHES, n // b)
         grads = microbatch_gradients(self.model, params, self.data.x_train, self.data.y_train, microbatch_size=b,
-                                     k=k, seed=self.seed)
+                                     k=k, seed=self.seed, task=self.task)
         est = b_simple_two_batch(grads, b, n_train=n, seed=self.seed)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
@@ -117,11 +119,12 @@ class GroupMeasurements:
                 out.append({})
                 continue
             params = jax.tree_util.tree_map(lambda a, i=i: a[i], stacked_params)
-            top = top_hessian_eigenvalue(self.model, params, x, y, iters=50, seed=self.seed)
-            trace = hessian_trace(self.model, params, x, y, samples=30, seed=self.seed)
+            top = top_hessian_eigenvalue(self.model, params, x, y, iters=50, seed=self.seed, task=self.task)
+            trace = hessian_trace(self.model, params, x, y, samples=30, seed=self.seed, task=self.task)
             metrics = {"top_eigenvalue": top.eigenvalue, "hessian_trace": trace.mean,
                        "hessian_trace_stderr": trace.stderr, "curvature_examples": float(len(rows))}
             if eps_sharpness:
-                metrics["eps_sharpness"] = epsilon_sharpness(self.model, params, x, y, epsilon=1e-3).phi
+                metrics["eps_sharpness"] = epsilon_sharpness(self.model, params, x, y, epsilon=1e-3,
+                                                             task=self.task).phi
             out.append(metrics)
         return out

@@ -1,7 +1,7 @@
 """Measurements at fixed parameters of one replica: per-example and microbatch gradients, curvature, sharpness.
 
-Every probe is about the training objective f(theta) = mean_i cross_entropy(model(theta, x_i), y_i) on the
-(x, y) given, with theta the parameters of one replica (an un-stacked params dict of :mod:`batchlab.models`)
+Every probe is about the training objective f(theta) = mean_i loss(model(theta, x_i), y_i) on the (x, y)
+given, the loss being the task's (`task`: cross-entropy for classification, the default, or squared error), with theta the parameters of one replica (an un-stacked params dict of :mod:`batchlab.models`)
 flattened in layer order by `jax.flatten_util.ravel_pytree`. Results come back as NumPy arrays and floats, ready
 for :mod:`batchlab.analysis.gns` and the report. Randomness comes from explicit seeds.
 """
@@ -19,25 +19,26 @@ from jax.flatten_util import ravel_pytree
 from scipy import optimize
 
 from batchlab.errors import invalid
-from batchlab.models import Model, cross_entropy
+from batchlab.models import Model
+from batchlab.tasks import CLASSIFICATION, Task
 
 FlatLoss = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
-def _flat_objective(model: Model, params: Any) -> tuple[jax.Array, FlatLoss]:
-    """(theta, loss) with theta the flattened parameters and loss(theta, x, y) the mean cross-entropy."""
+def _flat_objective(model: Model, params: Any, task: Task) -> tuple[jax.Array, FlatLoss]:
+    """(theta, loss) with theta the flattened parameters and loss(theta, x, y) the task's mean loss."""
     theta, unravel = ravel_pytree(params)
 
     def loss(theta: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-        return jnp.mean(cross_entropy(model.apply(unravel(theta), x), y))
+        return jnp.mean(task.loss(model.apply(unravel(theta), x), y))
 
     return theta, loss
 
 
-def _as_data(theta: jax.Array, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
+def _as_data(theta: jax.Array, x: np.ndarray, y: np.ndarray, task: Task) -> tuple[jax.Array, jax.Array]:
     if len(x) != len(y) or len(x) == 0:
         raise invalid("x, y", (len(x), len(y)), "the same number (>= 1) of examples and labels")
-    return jnp.asarray(x, theta.dtype), jnp.asarray(y, jnp.int32)
+    return jnp.asarray(x, theta.dtype), jnp.asarray(y, task.target_dtype)
 
 
 def _hvp(loss: FlatLoss) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]:
@@ -49,14 +50,15 @@ def _hvp(loss: FlatLoss) -> Callable[[jax.Array, jax.Array, jax.Array, jax.Array
     return hvp
 
 
-def per_example_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, chunk: int = 256) -> np.ndarray:
-    """(N, P) float32 array whose row i is the gradient of example i's cross-entropy, by `jax.vmap(jax.grad)`,
+def per_example_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, chunk: int = 256,
+                          task: Task = CLASSIFICATION) -> np.ndarray:
+    """(N, P) float32 array whose row i is the gradient of example i's loss, by `jax.vmap(jax.grad)`,
     `chunk` examples at a time (device memory ~ chunk x P floats; the host holds all N x P). Their mean is the
     full-batch gradient; feed them to :func:`batchlab.analysis.gns.b_simple_exact`."""
     if chunk < 1:
         raise invalid("chunk", chunk, "an integer >= 1")
-    theta, loss = _flat_objective(model, params)
-    x, y = _as_data(theta, x, y)
+    theta, loss = _flat_objective(model, params, task)
+    x, y = _as_data(theta, x, y, task)
     grad_each = jax.jit(jax.vmap(jax.grad(lambda t, xi, yi: loss(t, xi[None], yi[None])), in_axes=(None, 0, 0)))
     n, chunk = len(x), min(chunk, len(x))
     out = np.empty((n, theta.size), np.float32)
@@ -70,15 +72,15 @@ def per_example_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarra
 
 
 def microbatch_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, microbatch_size: int, k: int,
-                         seed: int) -> np.ndarray:
+                         seed: int, task: Task = CLASSIFICATION) -> np.ndarray:
     """(k, P) array of mean-loss gradients over k disjoint microbatches of `microbatch_size` examples, drawn
     without replacement from the N rows of x by `numpy.random.default_rng(seed)`. Pass `n_train=N` to
     :func:`batchlab.analysis.gns.b_simple_two_batch`, which accounts for drawing without replacement."""
     n = len(x)
     if microbatch_size < 1 or k < 1 or k * microbatch_size > n:
         raise invalid("(microbatch_size, k)", (microbatch_size, k), f"integers >= 1 with microbatch_size * k <= {n}")
-    theta, loss = _flat_objective(model, params)
-    x, y = _as_data(theta, x, y)
+    theta, loss = _flat_objective(model, params, task)
+    x, y = _as_data(theta, x, y, task)
     index = np.random.default_rng(seed).permutation(n)[:k * microbatch_size].reshape(k, microbatch_size)
     grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(theta, x[index], y[index])
     return np.asarray(grads)
@@ -94,7 +96,7 @@ class TopEigenvalue:
 
 
 def top_hessian_eigenvalue(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, iters: int = 100,
-                           seed: int = 0, tol: float = 1e-4) -> TopEigenvalue:
+                           seed: int = 0, tol: float = 1e-4, task: Task = CLASSIFICATION) -> TopEigenvalue:
     """Power iteration on Hessian-vector products: v <- H v / |H v| from a standard normal v (from `seed`), with
     the Rayleigh quotient lambda = v^T H v (|v| = 1) as the estimate. Stops when lambda changes by <= tol |lambda|
     between iterations (converged) or after `iters` products. It finds the eigenvalue of largest magnitude (the
@@ -102,8 +104,8 @@ def top_hessian_eigenvalue(model: Model, params: Any, x: np.ndarray, y: np.ndarr
     """
     if iters < 1:
         raise invalid("iters", iters, "an integer >= 1")
-    theta, loss = _flat_objective(model, params)
-    x, y = _as_data(theta, x, y)
+    theta, loss = _flat_objective(model, params, task)
+    x, y = _as_data(theta, x, y, task)
     hvp = jax.jit(_hvp(loss))
     v = jax.random.normal(jax.random.PRNGKey(seed), theta.shape, theta.dtype)
     v = v / jnp.linalg.norm(v)
@@ -131,14 +133,14 @@ class HessianTrace:
 
 
 def hessian_trace(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, samples: int = 100,
-                  seed: int = 0) -> HessianTrace:
+                  seed: int = 0, task: Task = CLASSIFICATION) -> HessianTrace:
     """Hutchinson's estimator tr(H) = E[v^T H v] for v with independent +-1 entries (Hutchinson 1990), averaged
     over `samples` vectors from `seed`; stderr = sample std (1/(n-1)) / sqrt(samples). Its variance per sample is
     2 sum_{i != j} H_ij^2: exact for a diagonal H."""
     if samples < 2:
         raise invalid("samples", samples, "an integer >= 2 (one more than needed for a standard error)")
-    theta, loss = _flat_objective(model, params)
-    x, y = _as_data(theta, x, y)
+    theta, loss = _flat_objective(model, params, task)
+    x, y = _as_data(theta, x, y, task)
     hvp = _hvp(loss)
     vs = jax.random.rademacher(jax.random.PRNGKey(seed), (samples, theta.size), theta.dtype)
     quadratic = jax.jit(lambda t, vs, x, y: jax.lax.map(lambda v: v @ hvp(t, v, x, y), vs))
@@ -159,7 +161,7 @@ class Sharpness:
 
 
 def epsilon_sharpness(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, epsilon: float = 1e-3,
-                      iters: int = 10) -> Sharpness:
+                      iters: int = 10, task: Task = CLASSIFICATION) -> Sharpness:
     """Epsilon-sharpness (Keskar et al. 2017, "On Large-Batch Training for Deep Learning", with A = I)::
 
         phi = 100 (max_{delta in C_eps} f(theta + delta) - f(theta)) / (1 + f(theta)),
@@ -173,8 +175,8 @@ def epsilon_sharpness(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *
     """
     if not epsilon >= 0 or iters < 1:
         raise invalid("(epsilon, iters)", (epsilon, iters), "epsilon >= 0 and an integer iters >= 1")
-    theta, loss = _flat_objective(model, params)
-    x, y = _as_data(theta, x, y)
+    theta, loss = _flat_objective(model, params, task)
+    x, y = _as_data(theta, x, y, task)
     value_and_grad = jax.jit(jax.value_and_grad(loss))
     base = np.asarray(theta, np.float64)
     f0 = float(value_and_grad(theta, x, y)[0])

@@ -45,6 +45,11 @@ class StudyResults:
         return int(self.meta["dataset"]["n_train"])
 
     @property
+    def task(self) -> str:
+        """`classification` or `regression`: whether the `*_acc` curves hold accuracy or R²."""
+        return self.meta["dataset"].get("task", "classification")
+
+    @property
     def setup(self) -> str:
         """One line describing the controlled setup, for figure titles."""
         spec, ds = self.meta["spec"], self.meta["dataset"]
@@ -56,7 +61,7 @@ class StudyResults:
     def table(self):
         from batchlab.report.text import runs_table
 
-        return runs_table(self.summaries, title=f"{self.directory}: {self.setup}")
+        return runs_table(self.summaries, title=f"{self.directory}: {self.setup}", task=self.task)
 
     @property
     def cells(self):
@@ -98,8 +103,9 @@ class StudyResults:
         a = self.analysis(target_metric=target_metric, target=target)
         findings = [p for p in (noise_ratio_paragraph(self.best_runs(), n_train=self.n_train),
                                 scaling_paragraph(a), noise_scale_paragraph(a),
-                                generalization_paragraph(a, self.best_runs())) if p]
-        text = explain(self.best_runs(), self.epochs, n_train=self.n_train, device=self.meta["device"])
+                                generalization_paragraph(a, self.best_runs(), task=self.task)) if p]
+        text = explain(self.best_runs(), self.epochs, n_train=self.n_train, device=self.meta["device"],
+                       task=self.task)
         if len({s.lr for s in self.summaries}) > 1:
             best = sorted({(s.batch_size, s.lr) for s in self.best_runs()})
             text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
@@ -116,7 +122,7 @@ class StudyResults:
         kw = {"n_train": self.n_train, "setup": self.setup}
         best = self.best_runs()
         paths = [figures.lena_figure(s, self.epochs[s.run_id], self.steps[s.run_id], path=folder / f"lena_{s.run_id}.png",
-                                     **kw) for s in best]
+                                     task=self.task, **kw) for s in best]
         paths.append(figures.overlay_figure(best, self.epochs, path=folder / "overlay.png", **kw))
         paths.append(figures.cost_figure(best, path=folder / "cost.png", **kw))
         paths.append(figures.scaling_figure(self.analysis(), self.epochs, best, setup=self.setup,

@@ -22,6 +22,9 @@ from batchlab.errors import BatchlabError, invalid
 FULL = "full"
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "moons", "circles", "blobs")
 SYNTHETIC_DATASETS = ("moons", "circles", "blobs")
+DATA_FILE_KINDS = {".csv": "CSV", ".parquet": "Parquet", ".npz": "NPZ"}
+"""Data-file extensions (lower case) and the format each names."""
+TASKS = ("auto", "classification", "regression")
 
 # The default learning rate. With it, batch size 1 reaches ~97% test accuracy within a few epochs and its
 # curves stay visibly noisy, while 100 full-batch updates of the same step size leave the model far from
@@ -34,9 +37,14 @@ class StudySpec:
     """Everything that defines a study. Units are stated per field; defaults reproduce Lena's experiments."""
 
     dataset: str = "digits"
-    """A built-in dataset name or the path of a CSV file."""
+    """A built-in dataset name or the path of a data file: `.csv`, `.parquet` or `.npz` (see `batchlab.data`)."""
     target: str | None = None
-    """CSV only: the name of the class-label column."""
+    """Data files only: the target column (CSV, Parquet; required) or array (NPZ; default `y`)."""
+    features: tuple[str, ...] | None = None
+    """The feature columns to use, by name (NPZ: column indices of the flattened X); default all but the target."""
+    task: str = "auto"
+    """`classification`, `regression`, or `auto`: regression when the target holds floats that are not all
+    integers or take more than `batchlab.data.AUTO_MAX_CLASSES` values, else classification."""
     n_samples: int = 1000
     """Synthetic datasets only: number of examples generated (train and test together)."""
     noise: float = 0.2
@@ -44,7 +52,8 @@ class StudySpec:
     data_seed: int = 0
     """Synthetic datasets only: seed of the generator."""
     test_fraction: float = 0.2
-    """Fraction of examples held out for testing (stratified), unless a CSV has a `split` column."""
+    """Fraction of examples held out for testing (stratified by class; random for regression), unless the data
+    file gives the split (a CSV or Parquet `split` column, NPZ `X_test` and `y_test` arrays)."""
     split_seed: int = 0
     """Seed of the stratified train/test split."""
     standardize: bool = True
@@ -214,12 +223,32 @@ def _batch_size(v: Any) -> int | str:
     return _int_in(1)[0](v)
 
 
+def data_file_kind(dataset: str) -> str | None:
+    """`CSV`, `Parquet` or `NPZ` for a data-file path (by its extension), None for a built-in dataset name."""
+    return DATA_FILE_KINDS.get(Path(dataset).suffix.lower()) if dataset not in BUILTIN_DATASETS else None
+
+
 def _dataset(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError
-    if v in BUILTIN_DATASETS or v.lower().endswith(".csv"):
+    if v in BUILTIN_DATASETS or data_file_kind(v):
         return v
     raise ValueError
+
+
+def _feature_name(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):  # a TOML list of NPZ column indices
+        return str(v)
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError
+    return v
+
+
+def _feature_names(v: Any) -> tuple[str, ...]:
+    names = _list_of(_feature_name)(v)
+    if len(set(names)) != len(names):
+        raise ValueError
+    return names
 
 
 def _optional_str(v: Any) -> str | None:
@@ -229,8 +258,11 @@ def _optional_str(v: Any) -> str | None:
 
 
 CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "dataset": (_dataset, "one of " + ", ".join(BUILTIN_DATASETS) + ", or a path ending in .csv"),
-    "target": (_optional_str, "a column name of the CSV file"),
+    "dataset": (_dataset, "one of " + ", ".join(BUILTIN_DATASETS) + ", or a path ending in .csv, .parquet or .npz"),
+    "target": (_optional_str, "a column name of the data file"),
+    "features": (lambda v: None if v is None else _feature_names(v),
+                 "distinct column names separated by commas, e.g. a,b,c (NPZ: column indices, e.g. 0,3,7)"),
+    "task": _choice(*TASKS),
     "n_samples": _int_in(20, 10_000_000),
     "noise": _float_in(0.0, math.inf),
     "data_seed": _int_in(0),
@@ -277,10 +309,15 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
         except (ValueError, TypeError, AttributeError):
             raise invalid(name, raw, allowed) from None
     spec = StudySpec(**parsed)
-    if spec.target is not None and not spec.dataset.lower().endswith(".csv"):
-        raise invalid("target", spec.target, "only with a CSV dataset (the built-in datasets have their labels)")
-    if spec.dataset.lower().endswith(".csv") and spec.target is None:
-        raise invalid("target", None, "the name of the class-label column of the CSV file (--target COLUMN)")
+    kind = data_file_kind(spec.dataset)
+    if spec.target is not None and kind is None:
+        raise invalid("target", spec.target, "only with a CSV, Parquet or NPZ dataset (the built-in datasets have "
+                      "their labels)")
+    if kind in ("CSV", "Parquet") and spec.target is None:
+        raise invalid("target", None, f"the name of the target column (class labels or values) of the {kind} file "
+                      "(--target COLUMN)")
+    if spec.task == "regression" and kind is None:
+        raise invalid("task", spec.task, "classification or auto for a built-in dataset (their targets are classes)")
     if spec.warmup_epochs and spec.lr_scaling == "none":
         raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear or sqrt (warmup ramps from "
                       "lr to the scaled rate, Goyal et al. 2017)")

@@ -107,7 +107,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
         store = Store.open(out)
         max_replicas = store.meta()["max_replicas"]
     else:
-        widest = max((make_model(p.model, n_features=data.n_features, n_classes=data.n_classes, hidden=p.hidden)
+        widest = max((make_model(p.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=p.hidden)
                       for p in points), key=lambda m: sum(m.layer_sizes))
         per_replica = replica_bytes(widest.layer_sizes, n_train=data.n_train, n_test=len(data.y_test),
                                     batch_size=max(max(p.resolved_batch_sizes(data.n_train)) for p in points))
@@ -117,9 +117,8 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
     if not existing:
         meta = {"spec": sweep.base.to_dict(), "axes": [[n, list(v)] for n, v in sweep.axes],
                 "fingerprint": sweep.fingerprint(), "versions": versions(), "device": describe_device(device),
-                "dataset": {"name": data.name, "n_train": data.n_train, "n_test": len(data.y_test),
-                            "n_features": data.n_features, "n_classes": data.n_classes},
-                "model": repr(make_model(sweep.base.model, n_features=data.n_features, n_classes=data.n_classes,
+                "dataset": data.summary(),
+                "model": repr(make_model(sweep.base.model, n_features=data.n_features, n_classes=data.n_outputs,
                                          hidden=sweep.base.hidden, activation=sweep.base.activation)),
                 "batch_sizes": sorted({g.batch_size for g in groups}), "max_replicas": max_replicas, "replica_chunks": [len(g.runs) for g in groups],
                 "created_at": time.time()}
@@ -173,11 +172,12 @@ def _register(store: Store, groups: list[PlannedGroup], data, meta: dict) -> Non
 
     for g in groups:
         infos = [(RunInfo(r.run_id, g.group_id, r.batch_size, r.lr, r.init_seed, r.init_seed, r.order_seed,
-                          data.n_train, updates_per_epoch(data.n_train, r.batch_size), r.epochs), r.point.to_dict())
+                          data.n_train, updates_per_epoch(data.n_train, r.batch_size), r.epochs),
+                  dict(r.point.to_dict(), task=data.task))  # the task trained on, also when the spec said auto
                  for r in g.runs]
         store.add_runs(infos, versions=meta["versions"], device=meta["device"])
         p = g.point
-        model = make_model(p.model, n_features=data.n_features, n_classes=data.n_classes, hidden=p.hidden,
+        model = make_model(p.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=p.hidden,
                            activation=p.activation)
         initial = init_replicas(model, tuple(r.init_seed for r in g.runs))
         for i, r in enumerate(g.runs):

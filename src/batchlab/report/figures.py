@@ -23,12 +23,14 @@ def _label(s: RunSummary, n_train: int) -> str:
 
 
 def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray], *,
-                n_train: int, setup: str, path: Path) -> Path:
+                n_train: int, setup: str, path: Path, task: str = "classification") -> Path:
     """Train and test loss against epoch (Lena's plot), beside every minibatch loss against (fractional) epoch."""
     fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     ax.plot(epochs["epoch"], epochs["train_loss"], label="train loss (whole training set)", color="C0")
     ax.plot(epochs["epoch"], epochs["test_loss"], label="test loss", color="C3")
-    ax.set(xlabel="epoch", ylabel="cross-entropy loss (log scale)", yscale="log",
+    from batchlab.report.text import loss_name
+
+    ax.set(xlabel="epoch", ylabel=f"{loss_name(task)} (log scale)", yscale="log",
            title="Lena's plot: loss after each epoch")
     ax.legend()
     ax.grid(alpha=0.3, which="both")

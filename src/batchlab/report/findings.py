@@ -62,8 +62,9 @@ def noise_scale_paragraph(a: StudyAnalysis) -> str:
     return text
 
 
-def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary]) -> str:
-    """Gaps at the end and at matched train loss; curvature with Dinh et al.'s caveat."""
+def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary], *, task: str = "classification") -> str:
+    """Gaps at the end and at matched train loss (the metric gap is accuracy's or R²'s); curvature with Dinh et
+    al.'s caveat."""
     parts = []
     by_b: dict[int, list[str]] = {}
     for s in runs:
@@ -72,8 +73,9 @@ def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary]) -> str:
     for b, ids in sorted(by_b.items()):
         gaps = [a.gaps[i] for i in ids if i in a.gaps]
         if gaps:
-            ends.append(f"B = {b:,}: test - train loss {np.mean([g.loss_gap for g in gaps]):.4f}, accuracy gap "
-                        f"{np.mean([g.acc_gap for g in gaps]):.1%}")
+            acc_gap = float(np.mean([g.acc_gap for g in gaps]))
+            metric_gap = f"R² gap {acc_gap:.4f}" if task == "regression" else f"accuracy gap {acc_gap:.1%}"
+            ends.append(f"B = {b:,}: test - train loss {np.mean([g.loss_gap for g in gaps]):.4f}, {metric_gap}")
     if ends:
         parts.append("Generalization gap at the end: " + "; ".join(ends) + ".")
     matched = []

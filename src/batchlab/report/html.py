@@ -104,12 +104,17 @@ def _setup(results: StudyResults) -> Section:
     spec, ds, meta = results.meta["spec"], results.meta["dataset"], results.meta
     axes = {name: values for name, values in meta.get("axes", [])}
     scaling = "standardized with training statistics" if spec["standardize"] else "raw"
+    target = (f"{ds['n_classes']} classes; stratified split" if results.task == "classification" else
+              f"regression (target standardized: training mean {ds['target_mean']:.4g}, std {ds['target_std']:.4g}; "
+              "loss = mean squared error of the standardized target, R² in place of accuracy); random split")
     data = (f"{ds['name']}: {ds['n_train']:,} train and {ds['n_test']:,} test examples, {ds['n_features']} "
-            f"features, {ds['n_classes']} classes; stratified split (test fraction {spec['test_fraction']}, "
-            f"split seed {spec['split_seed']}); features {scaling}")
+            f"features, {target} (test fraction {spec['test_fraction']}, split seed {spec['split_seed']}); "
+            f"features {scaling}")
     rows = [("Dataset", data)]
     if spec.get("target"):
-        rows.append(("CSV file, target column", f"{spec['dataset']}, {spec['target']}"))
+        rows.append(("Data file, target", f"{spec['dataset']}, {spec['target']}"))
+    if spec.get("features"):
+        rows.append(("Features used", ", ".join(spec["features"])))
     rows.append(("Model", str(meta["model"])))
     lr = ", ".join(f"{v:g}" for v in axes["lr"]) if "lr" in axes else f"{spec['lr']:g}"
     optimizer = f"{spec['optimizer']}" + (f" (momentum {spec['momentum']})" if spec["optimizer"] == "momentum" else "")
@@ -148,10 +153,10 @@ def _explanation(results: StudyResults) -> Section:
 
 
 def _runs(results: StudyResults) -> Section:
-    from batchlab.report.text import RUN_COLUMNS, RUNS_CAPTION, run_row
+    from batchlab.report.text import RUNS_CAPTION, run_columns, run_row
 
-    rows = [run_row(s) for s in results.summaries]
-    return "runs", "Runs", _table(RUN_COLUMNS, rows, caption=RUNS_CAPTION)
+    rows = [run_row(s, task=results.task) for s in results.summaries]
+    return "runs", "Runs", _table(run_columns(results.task), rows, caption=RUNS_CAPTION)
 
 
 def _grid(results: StudyResults) -> Section | None:
@@ -188,7 +193,7 @@ def _lena(results: StudyResults) -> Section:
     for i, s in enumerate(best):
         parts.append(f"<h3>{escape(s.run_id)}</h3>")
         parts.append(_plot(interactive.lena_figure(s, results.epochs[s.run_id], results.steps[s.run_id],
-                                                   n_train=results.n_train), f"plot-lena-{i}"))
+                                                   n_train=results.n_train, task=results.task), f"plot-lena-{i}"))
     return "lena", "Lena's figure, per run", "\n".join(parts)
 
 
@@ -295,7 +300,8 @@ def _end_metrics(results: StudyResults, analysis: Any) -> Section | None:
     columns: dict[str, dict[str, float]] = {}
     for run_id, gap in (getattr(analysis, "gaps", None) or {}).items():
         for name in ("loss_gap", "acc_gap"):
-            columns.setdefault(f"{name} (end)", {})[run_id] = getattr(gap, name, None)
+            label = "R²_gap" if name == "acc_gap" and results.task == "regression" else name
+            columns.setdefault(f"{label} (end)", {})[run_id] = getattr(gap, name, None)
     matched_at = getattr(analysis, "matched_target", None)
     for run_id, gap in (getattr(analysis, "matched", None) or {}).items():
         columns.setdefault(f"loss_gap at train loss {matched_at:.4g}", {})[run_id] = getattr(gap, "loss_gap", None)

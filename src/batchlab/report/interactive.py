@@ -64,7 +64,7 @@ def step_positions(step_epoch: np.ndarray, updates_per_epoch: int) -> np.ndarray
 
 
 def lena_figure(s: RunSummary, epochs: Mapping[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray], *,
-                n_train: int) -> go.Figure:
+                n_train: int, task: str = "classification") -> go.Figure:
     """Train and test loss per epoch (Lena's plot), beside every minibatch loss against (fractional) epoch."""
     step_epoch, step_loss = steps
     n = len(step_loss)
@@ -91,7 +91,9 @@ def lena_figure(s: RunSummary, epochs: Mapping[str, np.ndarray], steps: tuple[np
         dotted = train | {"line": {"color": COLORS[0], "dash": "dot", "width": 2.5}, "mode": "lines"}
         fig.add_trace(go.Scatter(showlegend=False, **dotted), 1, 2)  # dotted: the step losses show through
     status = "" if s.status == "completed" else f" [{html.escape(s.status)}]"
-    fig.update_yaxes(type="log", title_text="cross-entropy loss (log scale)")
+    from batchlab.report.text import loss_name
+
+    fig.update_yaxes(type="log", title_text=f"{loss_name(task)} (log scale)")
     fig.update_xaxes(title_text="epoch")
     _finish(fig, height=460, title_text=f"{run_label(s, n_train)}{status}: {s.total_updates:,} "
                       f"updates in {s.wall_time_s:.2f} s of training")

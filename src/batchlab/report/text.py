@@ -24,23 +24,44 @@ RUNS_CAPTION = ("noise = residual std of log-loss around a centred running media
                 "steps); train s = training time without compile")
 
 
-def run_row(s: RunSummary) -> list[str]:
+def metric_label(task: str) -> str:
+    """How tables and text name the metric stored in the `*_acc` fields: `acc`, or `R²` for regression."""
+    return "R²" if task == "regression" else "acc"
+
+
+def metric_text(value: float, task: str) -> str:
+    """A metric value as shown: a percentage for accuracy, four decimals for R²."""
+    return f"{value:.4f}" if task == "regression" else f"{value:.1%}"
+
+
+def loss_name(task: str) -> str:
+    """What the loss is, for axis labels."""
+    return "squared error, standardized target" if task == "regression" else "cross-entropy loss"
+
+
+def run_columns(task: str = "classification") -> tuple[str, ...]:
+    """RUN_COLUMNS with the metric named for the task."""
+    return tuple(c.replace("acc", metric_label(task)) for c in RUN_COLUMNS)
+
+
+def run_row(s: RunSummary, *, task: str = "classification") -> list[str]:
     """One run's cells, in RUN_COLUMNS order (shared by the terminal table and the HTML report)."""
     status = s.status + (f" @{s.diverged_epoch}" if s.status == "diverged" else "")
     return [s.run_id, str(s.batch_size), f"{s.lr:g}", status, f"{s.updates_per_epoch:,}", f"{s.total_updates:,}",
-            f"{s.wall_time_s:.3f}", f"{s.compile_time_s:.2f}", f"{s.final_train_loss:.4f}", f"{s.final_train_acc:.1%}",
-            f"{s.final_test_loss:.4f}", f"{s.final_test_acc:.1%}", f"{s.epoch_noise:.4f}", f"{s.test_epoch_noise:.4f}",
-            f"{s.step_noise:.3f}"]
+            f"{s.wall_time_s:.3f}", f"{s.compile_time_s:.2f}", f"{s.final_train_loss:.4f}",
+            metric_text(s.final_train_acc, task), f"{s.final_test_loss:.4f}", metric_text(s.final_test_acc, task),
+            f"{s.epoch_noise:.4f}", f"{s.test_epoch_noise:.4f}", f"{s.step_noise:.3f}"]
 
 
-def runs_table(summaries: list[RunSummary], *, title: str = "Runs") -> Table:
+def runs_table(summaries: list[RunSummary], *, title: str = "Runs", task: str = "classification") -> Table:
     """One row per run: counts, time, final metrics and the two noise figures."""
     table = Table(title=title, title_justify="left")
-    for name in RUN_COLUMNS:
+    for name in run_columns(task):
         table.add_column(name, justify="left" if name in ("run", "status") else "right")
     for s in summaries:
-        table.add_row(*run_row(s))
-    table.caption = RUNS_CAPTION
+        table.add_row(*run_row(s, task=task))
+    table.caption = RUNS_CAPTION + ("; R² = 1 - SSE / SST of the standardized target on each set, loss = its mean "
+                                    "squared error" if task == "regression" else "")
     return table
 
 
@@ -74,7 +95,7 @@ def group_by_batch_size(summaries: list[RunSummary], curves: dict[str, dict[str,
 
 
 def explain(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
-            device: str) -> str:
+            device: str, task: str = "classification") -> str:
     """Answer the puzzle for the smallest and largest batch size: which is noisier, which took longer, and why;
     what the large batch's updates did and did not achieve. Every claim quotes a measured number."""
     diverged = [s for s in summaries if s.status == "diverged"]
@@ -91,7 +112,7 @@ def explain(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]
         *([" ".join(notes)] if notes else []),
         _noise(small, large, s_name, l_name) + seeds,
         _time(small, large, s_name, l_name, device),
-        _progress(small, large, s_name, l_name),
+        _progress(small, large, s_name, l_name, task),
     ])
 
 
@@ -133,8 +154,9 @@ def _time(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str, device
             f"{_ratio(u_s, u_l)} cheaper; the number of updates per epoch sets the time.")
 
 
-def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) -> str:
+def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str, task: str) -> str:
     l_curve = large.train_loss
+    metric = "R²" if task == "regression" else "accuracy"
     start, end = float(l_curve[0]), float(l_curve[-1])
     epochs = len(small.train_loss) - 1
     k = first_epoch_reaching(small.train_loss, end)
@@ -155,9 +177,9 @@ def _progress(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) ->
             f"it kept fitting the training set: overfitting{'' if large_over else f', which {l_name} never reached'}."
             if final_test > 1.1 * best else "")
     return (f"What did {l_name}'s {large.mean('total_updates'):,.0f} updates achieve? They brought the train loss "
-            f"from {start:.4f} to {end:.4f} (test accuracy {large.mean('final_test_acc'):.1%}); {reached}. {state} "
-            f"{_upper_first(s_name)} ended at train loss {small.mean('final_train_loss'):.4f} and test accuracy "
-            f"{small.mean('final_test_acc'):.1%} after {epochs} epochs.{over}")
+            f"from {start:.4f} to {end:.4f} (test {metric} {metric_text(large.mean('final_test_acc'), task)}); "
+            f"{reached}. {state} {_upper_first(s_name)} ended at train loss {small.mean('final_train_loss'):.4f} and "
+            f"test {metric} {metric_text(small.mean('final_test_acc'), task)} after {epochs} epochs.{over}")
 
 
 def _upper_first(text: str) -> str:
