@@ -18,6 +18,9 @@ RUN_EXAMPLES = """examples:
   batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
   batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
+  batchlab run --model cnn --epochs 20            a small CNN on digits as 8x8 images
+  batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.user_models)
+  batchlab run --model torch:my_net.py:make       your PyTorch nn.Module (pip install 'batchlab[torch]')
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
   batchlab run --dataset houses.parquet --target price --task regression --features area,rooms,age
   batchlab run --dataset images.npz --batch-sizes 1,32,full   arrays X (N, H, W[, C]), y; optional X_test, y_test
@@ -56,9 +59,11 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
     "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
     "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
-    "--model": ("model", "mlp (default) or logreg"),
+    "--model": ("model", ("mlp (default), logreg, cnn, or your model: file.py:function or module:function (JAX: "
+                          "Flax NNX, Equinox or an (init, apply) pair), torch:file.py:function (a PyTorch nn.Module)")),
     "--hidden": ("hidden", "MLP hidden widths, e.g. 128 (default) or 256,128"),
     "--activation": ("activation", "relu (default) or tanh"),
+    "--image-shape": ("image_shape", "cnn: height,width[,channels] of the images (default: the dataset's; digits 8,8)"),
     "--optimizer": ("optimizer", "sgd (default), momentum or adam"),
     "--lr": ("lr", "learning rate at --base-batch-size (default 0.03)"),
     "--momentum": ("momentum", "momentum coefficient for --optimizer momentum (default 0.9)"),
@@ -119,21 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("dir", help="a study directory")
     report.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
-    export = sub.add_parser("export", help="export a study's runs, epochs and steps (CSV, Parquet, TensorBoard, "
-                            "MLflow)", epilog="examples:\n"
-                            "  batchlab export runs/20261125-101500 --format csv --to out/\n"
-                            "  batchlab export runs/20261125-101500 --format parquet --to out/       "
-                            "pip install 'batchlab[parquet]'\n"
-                            "  batchlab export runs/20261125-101500 --format tensorboard --to tb/    "
-                            "then: tensorboard --logdir tb/\n"
-                            "  batchlab export runs/20261125-101500 --format mlflow --to sqlite:///mlflow.db\n",
+    export = sub.add_parser("export", help="export a study's runs, epochs and steps",
+                            epilog="example:\n  batchlab export runs/20261125-101500 --format csv --to out/",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("dir", help="a study directory")
-    export.add_argument("--format", default="csv", choices=["csv", "parquet", "tensorboard", "mlflow"],
-                        help="csv (default), parquet, tensorboard or mlflow")
-    export.add_argument("--to", required=True, help="output directory; for mlflow a tracking URI sqlite:///FILE.db")
-    export.add_argument("--max-step-points", type=int, metavar="N", help="tensorboard and mlflow: per-step losses "
-                        "kept per run, min/max-decimated (default: all for tensorboard, 10000 for mlflow; 0: all)")
+    export.add_argument("--format", default="csv", choices=["csv"], help="csv (default)")
+    export.add_argument("--to", required=True, help="output directory")
     diagnose = sub.add_parser("diagnose", help="rank loss curves written by other tools by noise: which most likely "
                               "came from the smallest batch?", epilog=DIAGNOSE_EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,11 +249,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from batchlab.export import export
+    from batchlab.export import export_csv
 
-    written = export(args.dir, format=args.format, to=args.to, max_step_points=args.max_step_points)
-    for line in written if isinstance(written, list) else written.describe():
-        print(line)
+    for path in export_csv(args.dir, args.to):
+        print(path)
     return 0
 
 

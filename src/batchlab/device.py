@@ -20,6 +20,20 @@ def replica_bytes(layer_sizes: tuple[int, ...], *, n_train: int, n_test: int, ba
     return 4 * (4 * n_params + activations + updates_per_epoch(n_train, batch_size) + evaluation)
 
 
+def model_replica_bytes(model, *, n_features: int, n_train: int, n_test: int, batch_size: int) -> int:
+    """:func:`replica_bytes` for any model: from its `layer_sizes` (the MLP, logistic regression) or, for models
+    without them (the CNN, users' models), from `model.footprint(n_features)`: its parameter count and the floats
+    of intermediate values one example produces in a forward pass (three times that per example in a step, for
+    the backward pass, as for the MLP; the evaluation holds at most EVAL_CHUNK examples' activations at a time)."""
+    if model.layer_sizes:
+        return replica_bytes(model.layer_sizes, n_train=n_train, n_test=n_test, batch_size=batch_size)
+    from batchlab.engine import EVAL_CHUNK
+
+    n_params, per_example = model.footprint(n_features)
+    evaluation = min(max(n_train, n_test), EVAL_CHUNK) * per_example
+    return 4 * (4 * n_params + 3 * batch_size * per_example + updates_per_epoch(n_train, batch_size) + evaluation)
+
+
 def memory_budget_bytes(device: jax.Device, fraction: float = 0.5) -> int:
     """`fraction` of the memory free on `device` now (GPU: from JAX's allocator; CPU: available RAM)."""
     import os

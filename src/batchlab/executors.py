@@ -66,15 +66,23 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     from batchlab.device import enable_compilation_cache, resolve_device
     from batchlab.engine import GroupRun
     from batchlab.measure import GroupMeasurements
-    from batchlab.models import flatten_params, make_model
+    from batchlab.models import flatten_params, load_model
+    from batchlab.spec import is_torch_reference
 
     enable_compilation_cache()
     p = task.point
-    model = make_model(p.model, n_features=task.data.n_features, n_classes=task.data.n_outputs, hidden=p.hidden,
-                       activation=p.activation)
-    measure = GroupMeasurements(model, task.data, gns=p.gns)
-    run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device),
-                   probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
+    model = load_model(p, task.data)
+    if is_torch_reference(p.model):  # a user's PyTorch module: the same training and measurements in torch.func
+        from batchlab.torch_backend import TorchGroupRun
+        from batchlab.torch_measure import TorchMeasurements
+
+        measure = TorchMeasurements(model, task.data, gns=p.gns, device=p.device)
+        run = TorchGroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, p.device,
+                            probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
+    else:
+        measure = GroupMeasurements(model, task.data, gns=p.gns)
+        run = GroupRun(model, task.data, task.group, task.epochs, p.optimizer, p.momentum, resolve_device(p.device),
+                       probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
     active = np.ones(task.group.n_replicas, bool)
     for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=task.checkpoints):
         active = record.active & ~record.diverged

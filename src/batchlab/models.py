@@ -1,56 +1,93 @@
-"""Built-in models as pure JAX (init, apply) pairs over a plain dict of arrays.
+"""Models as pure JAX (init, apply) pairs: the built-ins (MLP, logistic regression, a small CNN) and the one
+door, :func:`load_model`, through which a study gets its model, built-in or the user's.
 
-Parameters are ``{"layer00": {"w": (fan_in, fan_out), "b": (fan_out,)}, "layer01": ...}`` so that their
-flattened keys sort in layer order, which is also how they are saved (`init/<run_id>.npz`).
+Built-in parameters are ``{"layer00": {"w": ..., "b": (fan_out,)}, "layer01": ...}`` so that their flattened
+keys sort in layer order, which is also how they are saved (`init/<run_id>.npz`). A user's model may hold any
+pytree of float arrays; :func:`flatten_params` names its leaves by their pytree paths.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Params = dict[str, dict[str, jax.Array]]
+from batchlab.errors import invalid
+from batchlab.spec import is_torch_reference
+
+if TYPE_CHECKING:
+    from batchlab.spec import StudySpec
+    from batchlab.torch_backend import TorchModel
+
+Params = Any
+"""A pytree of float arrays; for the built-ins a dict of layers, each a dict {"w", "b"}."""
 
 
 @dataclass(frozen=True)
 class Model:
-    """A model: `init(key) -> params` and `apply(params, x) -> logits`, both pure."""
+    """A model: `init(key) -> params` and `apply(params, x) -> logits`, both pure; `x` is a batch of flat rows
+    (examples, features) and the logits are (examples, classes)."""
 
     name: str
     layer_sizes: tuple[int, ...]
+    """Widths from input to output for the MLP and logistic regression; () for other models."""
     activation: str
     init: Callable[[jax.Array], Params]
     apply: Callable[[Params, jax.Array], jax.Array]
+    summary: str = ""
+    """What the repr says about a model without `layer_sizes` (its architecture or where it came from)."""
 
     def __repr__(self) -> str:
+        if not self.layer_sizes:
+            return f"Model({self.name!r}, {self.summary})"
         widths = "-".join(str(s) for s in self.layer_sizes)
         return f"Model({self.name!r}, {widths}, activation={self.activation!r})"
 
+    def footprint(self, n_features: int) -> tuple[int, int]:
+        """(parameters, floats of intermediate values per example in one forward pass), from the shapes JAX
+        traces (nothing is computed): what a memory estimate needs when there are no `layer_sizes`."""
+        params = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+        n_params = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params))
+        jaxpr = jax.make_jaxpr(self.apply)(params, jax.ShapeDtypeStruct((1, n_features), jnp.float32))
+        floats = sum(math.prod(v.aval.shape) for eqn in jaxpr.eqns for v in eqn.outvars)
+        return n_params, floats
+
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+DIGITS_IMAGE_SHAPE = (8, 8, 1)
+"""`digits` rows are 8x8 grey images, row-major: the CNN's default input shape on that dataset."""
+CNN_CHANNELS = (8, 16)
+"""The CNN's convolutions (3x3 kernels): 8 channels at stride 1, then 16 channels at stride 2."""
+
+
+def uniform_fan_in(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
+    """PyTorch's default for nn.Linear and nn.Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so
+    results are comparable with the PyTorch loops users know (and the initial loss is close to log(classes))."""
+    bound = 1.0 / np.sqrt(fan_in)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
 
 
 def make_model(name: str, *, n_features: int, n_classes: int, hidden: tuple[int, ...] = (128,),
-               activation: str = "relu") -> Model:
-    """An `mlp` with the given hidden widths, or `logreg` (no hidden layer)."""
+               activation: str = "relu", image_shape: tuple[int, ...] | None = None) -> Model:
+    """An `mlp` with the given hidden widths, `logreg` (no hidden layer), or `cnn` on images of `image_shape`
+    (height, width[, channels]) whose pixels are the features, row-major."""
+    if name == "cnn":
+        return make_cnn(n_features=n_features, n_classes=n_classes, image_shape=image_shape, activation=activation)
     sizes = (n_features, *hidden, n_classes) if name == "mlp" else (n_features, n_classes)
     act = ACTIVATIONS[activation]
 
     def init(key: jax.Array) -> Params:
-        # PyTorch's nn.Linear default: weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), so results
-        # are comparable with the PyTorch loops users know (and the initial loss is close to log(classes)).
         params = {}
         keys = jax.random.split(key, 2 * (len(sizes) - 1))
-        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            bound = 1.0 / np.sqrt(fan_in)
-            w = jax.random.uniform(keys[2 * i], (fan_in, fan_out), jnp.float32, -bound, bound)
-            b = jax.random.uniform(keys[2 * i + 1], (fan_out,), jnp.float32, -bound, bound)
-            params[f"layer{i:02d}"] = {"w": w, "b": b}
+        for i, (fan_in, fan_out) in enumerate(pairwise(sizes)):
+            params[f"layer{i:02d}"] = {"w": uniform_fan_in(keys[2 * i], (fan_in, fan_out), fan_in),
+                                       "b": uniform_fan_in(keys[2 * i + 1], (fan_out,), fan_in)}
         return params
 
     def apply(params: Params, x: jax.Array) -> jax.Array:
@@ -62,20 +99,110 @@ def make_model(name: str, *, n_features: int, n_classes: int, hidden: tuple[int,
     return Model(name, sizes, activation if name == "mlp" else "none", init, apply)
 
 
+def make_cnn(*, n_features: int, n_classes: int, image_shape: tuple[int, ...] | None,
+             activation: str = "relu") -> Model:
+    """A small CNN: conv 3x3 (8 channels) -> activation -> conv 3x3 stride 2 (16 channels) -> activation ->
+    dense to the classes. Convolutions pad to keep the size ("SAME"), so an 8x8 image becomes 4x4x16 = 256
+    features before the dense layer. Weights are (3, 3, in, out) (HWIO) and (fan_in, fan_out) for the dense layer.
+    """
+    if image_shape is None:
+        raise invalid("image_shape", None, "height,width[,channels] of the images for model cnn, e.g. 28,28 "
+                      "(this dataset has no image shape of its own)")
+    h, w, c = (*image_shape, 1) if len(image_shape) == 2 else image_shape
+    if h * w * c != n_features:
+        raise invalid("image_shape", ",".join(map(str, image_shape)),
+                      f"a shape with height x width x channels = {n_features} (the number of features)")
+    act = ACTIVATIONS[activation]
+    strides = (1, 2)
+    channels = (c, *CNN_CHANNELS)
+    out_h, out_w = h, w
+    for s in strides:
+        out_h, out_w = -(-out_h // s), -(-out_w // s)
+    flat = out_h * out_w * channels[-1]
+
+    def init(key: jax.Array) -> Params:
+        keys = jax.random.split(key, 2 * len(channels))
+        params = {}
+        for i, (cin, cout) in enumerate(pairwise(channels)):
+            params[f"layer{i:02d}"] = {"w": uniform_fan_in(keys[2 * i], (3, 3, cin, cout), 9 * cin),
+                                       "b": uniform_fan_in(keys[2 * i + 1], (cout,), 9 * cin)}
+        last = len(channels) - 1
+        params[f"layer{last:02d}"] = {"w": uniform_fan_in(keys[-2], (flat, n_classes), flat),
+                                      "b": uniform_fan_in(keys[-1], (n_classes,), flat)}
+        return params
+
+    def apply(params: Params, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        z = x.reshape(-1, h, w, c)
+        for i, s in enumerate(strides):
+            layer = params[f"layer{i:02d}"]
+            z = jax.lax.conv_general_dilated(z, layer["w"], (s, s), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            z = act(z + layer["b"])
+        dense = params[f"layer{len(strides):02d}"]
+        return (z.reshape(z.shape[0], flat) @ dense["w"] + dense["b"]).reshape(*lead, n_classes)
+
+    summary = f"{h}x{w}x{c} -> conv3x3x{channels[1]} -> conv3x3x{channels[2]}/2 -> {n_classes}, activation={activation!r}"
+    return Model("cnn", (), activation, init, apply, summary)
+
+
+def load_model(spec: StudySpec, data: Any) -> Model | TorchModel:
+    """The model `spec` names, sized for `data` (a :class:`batchlab.data.Dataset`: its features, its outputs
+    (classes, or 1 for regression) and, for the CNN, its image shape unless `spec.image_shape` is given): a
+    built-in, a user's JAX model (`module:function`, `file.py:function`) or a user's PyTorch model
+    (`torch:...`). A reference is imported, called and checked here, so a missing file, module or function, or
+    a wrong return value, raises BatchlabError before a study writes anything (see :mod:`batchlab.user_models`)."""
+    n_outputs = getattr(data, "n_outputs", data.n_classes)
+    if is_torch_reference(spec.model):
+        from batchlab.torch_backend import load_torch_model
+
+        return load_torch_model(spec.model, n_features=data.n_features, n_classes=n_outputs, device=spec.device)
+    if ":" in spec.model:
+        from batchlab.user_models import load_jax_model
+
+        return load_jax_model(spec.model, n_features=data.n_features, n_classes=n_outputs)
+    image_shape = spec.image_shape or getattr(data, "image_shape", None) or \
+        (DIGITS_IMAGE_SHAPE if spec.dataset == "digits" else None)
+    return make_model(spec.model, n_features=data.n_features, n_classes=n_outputs, hidden=spec.hidden,
+                      activation=spec.activation, image_shape=image_shape)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Per-example cross-entropy -log softmax(logits)[label]."""
     return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1)[..., 0]
 
 
+def path_name(path: tuple[Any, ...]) -> str:
+    """A pytree path as a name: its keys, attribute names and indices joined by "/" (`layer00/w`,
+    `layers/0/weight`); "params" for a lone array."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    return "/".join(parts) or "params"
+
+
 def flatten_params(params: Any) -> dict[str, np.ndarray]:
-    """`{"layer00/w": array, ...}`: the form saved to `.npz`, keys in layer order."""
-    return {f"{layer}/{k}": np.asarray(v) for layer in sorted(params) for k, v in sorted(params[layer].items())}
+    """`{"layer00/b": array, "layer00/w": array, ...}`: the form saved to `.npz`. Any pytree: keys are the leaves'
+    paths (:func:`path_name`) in JAX's flattening order, which for the built-ins' layer dicts is layer order."""
+    return {path_name(path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-def unflatten_params(flat: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Inverse of :func:`flatten_params`."""
-    out: dict[str, dict[str, np.ndarray]] = {}
+def unflatten_params(flat: dict[str, np.ndarray], like: Any = None) -> Any:
+    """Inverse of :func:`flatten_params`: into the structure of `like` (any pytree of the same paths), or without
+    it into nested dicts split at "/" (the built-ins' form)."""
+    if like is not None:
+        names = [path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(like)[0]]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), [flat[n] for n in names])
+    out: dict[str, Any] = {}
     for key, value in flat.items():
-        layer, k = key.split("/")
-        out.setdefault(layer, {})[k] = value
+        *parents, last = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
     return out

@@ -22,6 +22,7 @@ from batchlab.errors import BatchlabError, invalid
 FULL = "full"
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "moons", "circles", "blobs")
 SYNTHETIC_DATASETS = ("moons", "circles", "blobs")
+BUILTIN_MODELS = ("mlp", "logreg", "cnn")
 DATA_FILE_KINDS = {".csv": "CSV", ".parquet": "Parquet", ".npz": "NPZ"}
 """Data-file extensions (lower case) and the format each names."""
 TASKS = ("auto", "classification", "regression")
@@ -59,11 +60,17 @@ class StudySpec:
     standardize: bool = True
     """Scale features to zero mean and unit variance using training-set statistics."""
     model: str = "mlp"
-    """`mlp` (hidden layers, see `hidden`) or `logreg` (multinomial logistic regression)."""
+    """`mlp` (hidden layers, see `hidden`), `logreg` (multinomial logistic regression), `cnn` (a small CNN on
+    images of `image_shape`), or a user's model: `module:function` or `path/to/file.py:function` for JAX (Flax
+    NNX, Equinox or an (init, apply) pair), `torch:module:function` or `torch:path/to/file.py:function` for a
+    PyTorch nn.Module (see `batchlab.user_models` for the function's signature)."""
     hidden: tuple[int, ...] = (128,)
     """MLP hidden-layer widths, input side first."""
     activation: str = "relu"
-    """MLP hidden activation: `relu` or `tanh`."""
+    """MLP and CNN hidden activation: `relu` or `tanh`."""
+    image_shape: tuple[int, ...] | None = None
+    """`cnn` only: (height, width) or (height, width, channels) of the images whose pixels, row-major, are the
+    features; default: the dataset's own shape (8, 8 for `digits`)."""
     optimizer: str = "sgd"
     """`sgd`, `momentum` (heavy-ball SGD) or `adam`."""
     lr: float = DEFAULT_LR
@@ -251,6 +258,43 @@ def _feature_names(v: Any) -> tuple[str, ...]:
     return names
 
 
+TORCH_PREFIX = "torch:"
+
+
+def is_torch_reference(model: str) -> bool:
+    """Whether `model` names a user's PyTorch model (`torch:...`)."""
+    return model.startswith(TORCH_PREFIX)
+
+
+def split_model_reference(model: str) -> tuple[str, str, str]:
+    """`[torch:]TARGET:FUNCTION` -> (backend `jax` or `torch`, TARGET (a module or a .py path), FUNCTION).
+    Raises ValueError if it is not of that form."""
+    backend = "torch" if is_torch_reference(model) else "jax"
+    rest = model[len(TORCH_PREFIX):] if backend == "torch" else model
+    target, sep, function = rest.rpartition(":")
+    if not sep or not target.strip() or not function.isidentifier():
+        raise ValueError(model)
+    return backend, target, function
+
+
+def _model(v: Any) -> str:
+    if v in BUILTIN_MODELS:
+        return str(v)
+    if not isinstance(v, str) or ":" not in v:
+        raise ValueError
+    split_model_reference(v)
+    return v
+
+
+def _image_shape(v: Any) -> tuple[int, ...] | None:
+    if v is None:
+        return None
+    shape = _list_of(_int_in(1)[0])(v)
+    if len(shape) not in (2, 3):
+        raise ValueError
+    return shape if len(shape) == 3 else (*shape, 1)
+
+
 def _optional_str(v: Any) -> str | None:
     if v is None or (isinstance(v, str) and v):
         return v
@@ -269,9 +313,11 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "test_fraction": _float_in(0.0, 1.0, open_lo=True, open_hi=True),
     "split_seed": _int_in(0),
     "standardize": _bool(),
-    "model": _choice("mlp", "logreg"),
+    "model": (_model, ("mlp, logreg, cnn, or a user model: module:function or path/to/file.py:function (JAX), "
+                       "torch:module:function or torch:path/to/file.py:function (PyTorch)")),
     "hidden": (_list_of(_int_in(1)[0]), "positive integers separated by commas, e.g. 128 or 256,128"),
     "activation": _choice("relu", "tanh"),
+    "image_shape": (_image_shape, "height,width or height,width,channels: positive integers, e.g. 8,8"),
     "optimizer": _choice("sgd", "momentum", "adam"),
     "lr": _float_in(0.0, math.inf, open_lo=True),
     "momentum": _float_in(0.0, 1.0, open_hi=True),
@@ -318,6 +364,8 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
                       "(--target COLUMN)")
     if spec.task == "regression" and kind is None:
         raise invalid("task", spec.task, "classification or auto for a built-in dataset (their targets are classes)")
+    if spec.image_shape is not None and spec.model != "cnn":
+        raise invalid("image_shape", ",".join(map(str, spec.image_shape)), "only with model cnn")
     if spec.warmup_epochs and spec.lr_scaling == "none":
         raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear or sqrt (warmup ramps from "
                       "lr to the scaled rate, Goyal et al. 2017)")

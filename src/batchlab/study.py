@@ -51,9 +51,11 @@ class StudyResult:
 
 
 def versions() -> dict[str, str]:
-    """Library versions recorded with every run."""
+    """Library versions recorded with every run, with those of users' models (PyTorch, Equinox, Flax) when a
+    model loaded them (the driver loads every model before it records anything)."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("batchlab", "jax", "jaxlib", "optax", "numpy", "scikit-learn"):
+    model_libraries = tuple(pkg for pkg in ("torch", "equinox", "flax") if pkg in sys.modules)
+    for pkg in ("batchlab", "jax", "jaxlib", "optax", "numpy", "scikit-learn", *model_libraries):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -92,10 +94,10 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
         describe_device,
         enable_compilation_cache,
         memory_budget_bytes,
-        replica_bytes,
+        model_replica_bytes,
         resolve_device,
     )
-    from batchlab.models import make_model
+    from batchlab.models import load_model
 
     enable_compilation_cache()
     data = load_dataset(sweep.base)
@@ -107,10 +109,9 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
         store = Store.open(out)
         max_replicas = store.meta()["max_replicas"]
     else:
-        widest = max((make_model(p.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=p.hidden)
-                      for p in points), key=lambda m: sum(m.layer_sizes))
-        per_replica = replica_bytes(widest.layer_sizes, n_train=data.n_train, n_test=len(data.y_test),
-                                    batch_size=max(max(p.resolved_batch_sizes(data.n_train)) for p in points))
+        batch_size = max(max(p.resolved_batch_sizes(data.n_train)) for p in points)
+        per_replica = max(model_replica_bytes(load_model(p, data), n_features=data.n_features, n_train=data.n_train,
+                                              n_test=len(data.y_test), batch_size=batch_size) for p in points)
         budget = memory_budget_bytes(device) if memory_budget is None else memory_budget
         max_replicas = max(1, budget // per_replica)
     groups = plan(sweep, n_train=data.n_train, max_replicas=max_replicas)
@@ -118,8 +119,7 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, workers: in
         meta = {"spec": sweep.base.to_dict(), "axes": [[n, list(v)] for n, v in sweep.axes],
                 "fingerprint": sweep.fingerprint(), "versions": versions(), "device": describe_device(device),
                 "dataset": data.summary(),
-                "model": repr(make_model(sweep.base.model, n_features=data.n_features, n_classes=data.n_outputs,
-                                         hidden=sweep.base.hidden, activation=sweep.base.activation)),
+                "model": repr(load_model(sweep.base, data)),
                 "batch_sizes": sorted({g.batch_size for g in groups}), "max_replicas": max_replicas, "replica_chunks": [len(g.runs) for g in groups],
                 "created_at": time.time()}
         store = Store.create(out, meta=meta)
@@ -168,7 +168,8 @@ def _register(store: Store, groups: list[PlannedGroup], data, meta: dict) -> Non
     import jax
 
     from batchlab.engine import init_replicas
-    from batchlab.models import flatten_params, make_model
+    from batchlab.models import flatten_params, load_model
+    from batchlab.spec import is_torch_reference
 
     for g in groups:
         infos = [(RunInfo(r.run_id, g.group_id, r.batch_size, r.lr, r.init_seed, r.init_seed, r.order_seed,
@@ -177,9 +178,9 @@ def _register(store: Store, groups: list[PlannedGroup], data, meta: dict) -> Non
                  for r in g.runs]
         store.add_runs(infos, versions=meta["versions"], device=meta["device"])
         p = g.point
-        model = make_model(p.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=p.hidden,
-                           activation=p.activation)
-        initial = init_replicas(model, tuple(r.init_seed for r in g.runs))
+        model = load_model(p, data)
+        seeds = tuple(r.init_seed for r in g.runs)
+        initial = model.init_replicas(seeds) if is_torch_reference(p.model) else init_replicas(model, seeds)
         for i, r in enumerate(g.runs):
             store.save_params(r.run_id, flatten_params(jax.tree_util.tree_map(lambda a, i=i: a[i], initial)))
 
