@@ -124,12 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("dir", help="a study directory")
     report.add_argument("--out", metavar="FILE", help="the HTML file to write (default: DIR/report.html)")
-    export = sub.add_parser("export", help="export a study's runs, epochs and steps",
-                            epilog="example:\n  batchlab export runs/20261125-101500 --format csv --to out/",
+    export = sub.add_parser("export", help="export a study's runs, epochs and steps (CSV, Parquet, TensorBoard, "
+                            "MLflow)", epilog="examples:\n"
+                            "  batchlab export runs/20261125-101500 --format csv --to out/\n"
+                            "  batchlab export runs/20261125-101500 --format parquet --to out/       "
+                            "pip install 'batchlab[parquet]'\n"
+                            "  batchlab export runs/20261125-101500 --format tensorboard --to tb/    "
+                            "then: tensorboard --logdir tb/\n"
+                            "  batchlab export runs/20261125-101500 --format mlflow --to sqlite:///mlflow.db\n",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     export.add_argument("dir", help="a study directory")
-    export.add_argument("--format", default="csv", choices=["csv"], help="csv (default)")
-    export.add_argument("--to", required=True, help="output directory")
+    export.add_argument("--format", default="csv", choices=["csv", "parquet", "tensorboard", "mlflow"],
+                        help="csv (default), parquet, tensorboard or mlflow")
+    export.add_argument("--to", required=True, help="output directory; for mlflow a tracking URI sqlite:///FILE.db")
+    export.add_argument("--max-step-points", type=int, metavar="N", help="tensorboard and mlflow: per-step losses "
+                        "kept per run, min/max-decimated (default: all for tensorboard, 10000 for mlflow; 0: all)")
     diagnose = sub.add_parser("diagnose", help="rank loss curves written by other tools by noise: which most likely "
                               "came from the smallest batch?", epilog=DIAGNOSE_EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,10 +258,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from batchlab.export import export_csv
+    from batchlab.export import export
 
-    for path in export_csv(args.dir, args.to):
-        print(path)
+    written = export(args.dir, format=args.format, to=args.to, max_step_points=args.max_step_points)
+    for line in written if isinstance(written, list) else written.describe():
+        print(line)
     return 0
 
 

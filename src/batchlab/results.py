@@ -128,3 +128,104 @@ class StudyResults:
         paths.append(figures.scaling_figure(self.analysis(), self.epochs, best, setup=self.setup,
                                             path=folder / "scaling.png"))
         return paths
+
+    # -- tables, single figures, the report and exports (the Python API; see `batchlab.api`) ------------------
+    def runs_df(self, format: str = "pandas") -> Any:
+        """One row per run, the columns of runs.csv (see `batchlab.tables`), as a pandas or polars DataFrame.
+
+        Example::
+
+            results = batchlab.open("runs/wine")
+            results.runs_df()[["run_id", "batch_size", "status", "wall_time_s"]]
+        """
+        return self._dataframe("runs", format)
+
+    def epochs_df(self, format: str = "pandas") -> Any:
+        """One row per run and epoch (epoch 0: before training), the columns of epochs.csv.
+
+        Example::
+
+            results.epochs_df().pivot(index="epoch", columns="run_id", values="test_loss")
+        """
+        return self._dataframe("epochs", format)
+
+    def steps_df(self, format: str = "pandas") -> Any:
+        """One row per update: run_id, step (from 1), epoch and the minibatch loss before the update (steps.csv).
+
+        Example::
+
+            results.steps_df(format="polars").group_by("run_id").agg(pl.col("batch_loss").std())
+        """
+        return self._dataframe("steps", format)
+
+    def to_pandas(self) -> dict[str, Any]:
+        """{"runs": ..., "epochs": ..., "steps": ...} as pandas DataFrames."""
+        return {name: self._dataframe(name, "pandas") for name in ("runs", "epochs", "steps")}
+
+    def to_polars(self) -> dict[str, Any]:
+        """{"runs": ..., "epochs": ..., "steps": ...} as polars DataFrames (a missing value is null)."""
+        return {name: self._dataframe(name, "polars") for name in ("runs", "epochs", "steps")}
+
+    def _dataframe(self, table: str, library: str) -> Any:
+        from batchlab.tables import read_tables, to_dataframe
+
+        return to_dataframe(read_tables(self.directory, (table,))[table], library)
+
+    def figure(self, name: str, *, run_id: str | None = None, path: str | Path | None = None) -> Path:
+        """Draw one figure of `write_figures` and return its PNG: `overlay`, `cost`, `scaling`, or `lena` (one
+        run's train/test loss beside every minibatch loss: `run_id`, default the first run). Written to `path`,
+        default the study's figures/ folder under the name `write_figures` uses.
+
+        Example::
+
+            from IPython.display import Image
+            Image(results.figure("overlay"))
+        """
+        from batchlab.errors import invalid
+        from batchlab.report import figures
+
+        names = ("lena", "overlay", "cost", "scaling")
+        if name not in names:
+            raise invalid("figure", name, ", ".join(names))
+        runs = {s.run_id: s for s in self.summaries}
+        if run_id is not None and (name != "lena" or run_id not in runs):
+            raise invalid("run_id", run_id, "with figure 'lena' only: one of " + ", ".join(runs))
+        run_id = run_id or next(iter(runs), None)
+        if run_id is None:
+            raise invalid("figure", name, "a figure of a study that has finished at least one epoch")
+        default = self.directory / "figures" / (f"lena_{run_id}.png" if name == "lena" else f"{name}.png")
+        out = Path(path) if path is not None else default
+        out.parent.mkdir(parents=True, exist_ok=True)
+        kw = {"n_train": self.n_train, "setup": self.setup}
+        if name == "lena":
+            return figures.lena_figure(runs[run_id], self.epochs[run_id], self.steps[run_id], path=out,
+                                       task=self.task, **kw)
+        if name == "overlay":
+            return figures.overlay_figure(self.best_runs(), self.epochs, path=out, **kw)
+        if name == "cost":
+            return figures.cost_figure(self.best_runs(), path=out, **kw)
+        return figures.scaling_figure(self.analysis(), self.epochs, self.best_runs(), setup=self.setup, path=out)
+
+    def write_report(self, path: str | Path | None = None) -> Path:
+        """The self-contained report.html (default in the study directory); see `batchlab.report.html`."""
+        from batchlab.report.html import write_report
+
+        return write_report(self, Path(path) if path is not None else None)
+
+    def export(self, format: str, to: str | Path, *, max_step_points: int | None = None) -> Any:
+        """`batchlab export` from Python: format csv, parquet, tensorboard (`to`: a directory) or mlflow (`to`:
+        a tracking URI ``sqlite:///FILE.db``); see `batchlab.export.export`.
+
+        Example::
+
+            results.export("mlflow", "sqlite:///mlflow.db")
+        """
+        from batchlab.export import export
+
+        return export(self.directory, format=format, to=to, max_step_points=max_step_points)
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows the study as a table of its runs."""
+        from batchlab.report.notebook import runs_html
+
+        return runs_html(self)
