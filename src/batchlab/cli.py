@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
     show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
+    show.add_argument("--target-metric", default="train_loss",
+                      help="steps-to-target metric: train_loss (default), test_loss or test_error")
+    show.add_argument("--target", default=None,
+                      help="steps-to-target value (default: 1%% above the worst batch size's best value)")
     report = sub.add_parser("report", help="write a study's self-contained HTML report (no network needed to view)",
                             epilog="examples:\n  batchlab report runs/20261125-101500            writes "
                             "runs/20261125-101500/report.html\n"
@@ -223,7 +227,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(directory: Path, *, figures: bool) -> None:
+def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None) -> None:
     from batchlab.results import StudyResults
 
     results = StudyResults.load(directory)
@@ -233,7 +237,7 @@ def _show(directory: Path, *, figures: bool) -> None:
     if len({(s.lr, s.seed) for s in results.summaries}) > 1:
         console.print(results.grid())
         console.print()
-    console.print(results.explanation())
+    console.print(results.explanation(target_metric=target_metric, target=target))
     console.print()
     if figures:
         paths = results.write_figures()
@@ -245,7 +249,15 @@ def _show(directory: Path, *, figures: bool) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _show(Path(args.dir), figures=args.figures)
+    from batchlab.analysis.study import TARGET_METRICS
+
+    if args.target_metric not in TARGET_METRICS:
+        raise BatchlabError(f"target_metric: got {args.target_metric!r}; allowed: {', '.join(TARGET_METRICS)}")
+    try:
+        target = None if args.target is None else float(args.target)
+    except ValueError:
+        raise BatchlabError(f"target: got {args.target!r}; allowed: a number") from None
+    _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
     return 0
 
 
@@ -318,7 +330,6 @@ def _one_line_warnings(command: str, show_other):
             show_other(message, category, filename, lineno, file, line)
 
     return show
-
 
 
 if __name__ == "__main__":
