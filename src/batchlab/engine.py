@@ -180,8 +180,32 @@ def build_eval_fn(model: Model, task: Task = CLASSIFICATION) -> Callable:
     return jax.vmap(evaluate_all, in_axes=(0, None, None, None, None))
 
 
+class EpochLoop:
+    """What every backend's group run shares (the JAX engine here, `batchlab.torch_backend`): when probes are due,
+    and `train`, a callback form of the backend's `epochs_iter` generator."""
+
+    epochs: int
+    probe_every: int
+    finished: bool
+
+    def probe_due(self, epoch: int) -> bool:
+        """Epoch 0, every `probe_every` epochs, and the last epoch."""
+        return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
+
+    def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, **kwargs: Any) -> Iterator[EpochRecord]:
+        raise NotImplementedError
+
+    def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
+              initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
+        """Run `epochs_iter`, handing each record to `on_epoch`; returns whether all epochs ran."""
+        for record in self.epochs_iter(should_stop, initial_params=initial_params, resume=resume,
+                                       checkpoints=checkpoints):
+            on_epoch(record)
+        return self.finished
+
+
 @dataclass
-class GroupRun:
+class GroupRun(EpochLoop):
     """A group's training: compile once, then epochs. Call :meth:`train`."""
 
     model: Model
@@ -198,18 +222,6 @@ class GroupRun:
     compile_time_s: float = 0.0
     final_params: Any = None
     finished: bool = False
-
-    def probe_due(self, epoch: int) -> bool:
-        """Epoch 0, every `probe_every` epochs, and the last epoch."""
-        return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
-
-    def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
-              initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
-        """Run :meth:`epochs`, handing each record to `on_epoch`; returns whether all epochs ran."""
-        for record in self.epochs_iter(should_stop, initial_params=initial_params, resume=resume,
-                                       checkpoints=checkpoints):
-            on_epoch(record)
-        return self.finished
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False) -> Iterator[EpochRecord]:

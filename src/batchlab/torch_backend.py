@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from batchlab.data import Dataset
-from batchlab.engine import EVAL_CHUNK, Checkpoint, EpochRecord, Group, epoch_permutation
+from batchlab.engine import EVAL_CHUNK, Checkpoint, EpochLoop, EpochRecord, Group, epoch_permutation
 from batchlab.errors import BatchlabError, invalid
 from batchlab.spec import updates_per_epoch
 from batchlab.user_models import call_factory, resolve_factory
@@ -190,7 +190,7 @@ class Optimizer:
 
 
 @dataclass
-class TorchGroupRun:
+class TorchGroupRun(EpochLoop):
     """A group's training in PyTorch, with :class:`batchlab.engine.GroupRun`'s interface (`epochs_iter`,
     `compile_time_s`, `final_params`, `finished`); `final_params` is {name: array (replicas, ...)}."""
 
@@ -209,20 +209,8 @@ class TorchGroupRun:
     final_params: Any = None
     finished: bool = False
 
-    def probe_due(self, epoch: int) -> bool:
-        """Epoch 0, every `probe_every` epochs, and the last epoch."""
-        return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
-
     def _probe(self, epoch: int, params: Any, active: np.ndarray) -> Any:
         return self.probe(params, active) if self.probe is not None and self.probe_due(epoch) else None
-
-    def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
-              initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
-        """Run :meth:`epochs_iter`, handing each record to `on_epoch`; returns whether all epochs ran."""
-        for record in self.epochs_iter(should_stop, initial_params=initial_params, resume=resume,
-                                       checkpoints=checkpoints):
-            on_epoch(record)
-        return self.finished
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False) -> Iterator[EpochRecord]:
