@@ -8,6 +8,7 @@ for :mod:`batchlab.analysis.gns` and the report. Randomness comes from explicit 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +27,40 @@ FlatLoss = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def _flat_objective(model: Model, params: Any, task: Task) -> tuple[jax.Array, FlatLoss]:
-    """(theta, loss) with theta the flattened parameters and loss(theta, x, y) the task's mean loss."""
-    theta, unravel = ravel_pytree(params)
+    """(theta, loss) with theta the flattened parameters and loss(theta, x, y) the task's mean loss. The loss is
+    one function per (model, task, parameter shapes), so the probes' jitted functions compile once and serve
+    every replica of a group."""
+    theta, _ = ravel_pytree(params)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    return theta, _objective(model, task, treedef, tuple((np.shape(a), str(np.asarray(a).dtype)) for a in leaves))
+
+
+@functools.lru_cache(maxsize=32)
+def _objective(model: Model, task: Task, treedef: Any, specs: tuple) -> FlatLoss:
+    template = jax.tree_util.tree_unflatten(treedef, [jnp.zeros(shape, dtype) for shape, dtype in specs])
+    _, unravel = ravel_pytree(template)
 
     def loss(theta: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
         return jnp.mean(task.loss(model.apply(unravel(theta), x), y))
 
-    return theta, loss
+    return loss
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(kind: str, loss: FlatLoss) -> Callable:
+    """The jitted function of `kind` for one objective, built once."""
+    if kind == "per_example":
+        return jax.jit(jax.vmap(jax.grad(lambda t, xi, yi: loss(t, xi[None], yi[None])), in_axes=(None, 0, 0)))
+    if kind == "microbatch":
+        return jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))
+    if kind == "hvp":
+        return jax.jit(_hvp(loss))
+    if kind == "quadratic":
+        hvp = _hvp(loss)
+        return jax.jit(lambda t, vs, x, y: jax.lax.map(lambda v: v @ hvp(t, v, x, y), vs))
+    if kind == "value_and_grad":
+        return jax.jit(jax.value_and_grad(loss))
+    raise ValueError(kind)
 
 
 def _as_data(theta: jax.Array, x: np.ndarray, y: np.ndarray, task: Task) -> tuple[jax.Array, jax.Array]:
@@ -59,7 +87,7 @@ def per_example_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarra
         raise invalid("chunk", chunk, "an integer >= 1")
     theta, loss = _flat_objective(model, params, task)
     x, y = _as_data(theta, x, y, task)
-    grad_each = jax.jit(jax.vmap(jax.grad(lambda t, xi, yi: loss(t, xi[None], yi[None])), in_axes=(None, 0, 0)))
+    grad_each = _compiled("per_example", loss)
     n, chunk = len(x), min(chunk, len(x))
     out = np.empty((n, theta.size), np.float32)
     for start in range(0, n, chunk):
@@ -82,7 +110,7 @@ def microbatch_gradients(model: Model, params: Any, x: np.ndarray, y: np.ndarray
     theta, loss = _flat_objective(model, params, task)
     x, y = _as_data(theta, x, y, task)
     index = np.random.default_rng(seed).permutation(n)[:k * microbatch_size].reshape(k, microbatch_size)
-    grads = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(theta, x[index], y[index])
+    grads = _compiled("microbatch", loss)(theta, x[index], y[index])
     return np.asarray(grads)
 
 
@@ -106,7 +134,7 @@ def top_hessian_eigenvalue(model: Model, params: Any, x: np.ndarray, y: np.ndarr
         raise invalid("iters", iters, "an integer >= 1")
     theta, loss = _flat_objective(model, params, task)
     x, y = _as_data(theta, x, y, task)
-    hvp = jax.jit(_hvp(loss))
+    hvp = _compiled("hvp", loss)
     v = jax.random.normal(jax.random.PRNGKey(seed), theta.shape, theta.dtype)
     v = v / jnp.linalg.norm(v)
     eigenvalue = float("nan")
@@ -177,7 +205,7 @@ def epsilon_sharpness(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *
         raise invalid("(epsilon, iters)", (epsilon, iters), "epsilon >= 0 and an integer iters >= 1")
     theta, loss = _flat_objective(model, params, task)
     x, y = _as_data(theta, x, y, task)
-    value_and_grad = jax.jit(jax.value_and_grad(loss))
+    value_and_grad = _compiled("value_and_grad", loss)
     base = np.asarray(theta, np.float64)
     f0 = float(value_and_grad(theta, x, y)[0])
     if epsilon == 0:  # the box is the point theta itself
