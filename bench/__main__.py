@@ -60,7 +60,7 @@ def by_batch_size(args: argparse.Namespace, data, at_1: list[Result]) -> list[tu
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if not args.no_pin:  # as `batchlab run` does: every contender then runs on the same single core
-        from batchlab.executors import pin_to_one_core
+        from batchlab.runner.cores import pin_to_one_core
 
         pin_to_one_core()
     data = jax_runs.digits()

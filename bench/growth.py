@@ -1,6 +1,6 @@
 """`python -m bench.growth`: how cost grows with training-set size, epochs and replicas.
 
-Each configuration runs `batchlab.study.run_study` at batch size 1 (where per-step records are largest) in a
+Each configuration runs `batchlab.runner.driver.run_study` at batch size 1 (where per-step records are largest) in a
 fresh process, so its peak memory is its own. Printed per configuration: training time, replica-steps/s, peak
 resident memory, the study directory's size on disk and its bytes per recorded step. Per-step losses are one
 float32 each, stored as one blob per run and epoch, so the store should grow by about 4 bytes per step.
@@ -24,9 +24,9 @@ REPLICAS = (1, 4, 16)
 
 def measure_one(n_train: int, epochs: int, replicas: int) -> dict:
     """Train blobs (n_train training rows) at batch size 1 and report time, memory and store size."""
+    from batchlab.runner.driver import run_study
     from batchlab.spec import StudySpec
-    from batchlab.store import Store
-    from batchlab.study import run_study
+    from batchlab.store.db import Store
 
     spec = StudySpec(dataset="blobs", n_samples=round(n_train / 0.8), batch_sizes=(1,), epochs=epochs,
                      seeds=replicas, device="cpu")

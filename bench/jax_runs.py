@@ -9,12 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from batchlab.data import Dataset, load_dataset
-from batchlab.engine import EpochRecord, Group, GroupRun
-from batchlab.models import make_model
+from batchlab.data.dataset import Dataset
+from batchlab.data.load import load_dataset
+from batchlab.models.jax import make_model
+from batchlab.runner.driver import run_study
 from batchlab.spec import DEFAULT_LR, StudySpec
-from batchlab.store import Store
-from batchlab.study import run_study
+from batchlab.store.db import Store
+from batchlab.train.contract import EpochRecord, Group
+from batchlab.train.jax_engine import GroupRun
 from bench.results import Result
 
 CPU = jax.devices("cpu")[0]

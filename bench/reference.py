@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from batchlab.data import Dataset
+from batchlab.data.dataset import Dataset
 from batchlab.spec import DEFAULT_LR
 from bench.results import Result
 

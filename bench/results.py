@@ -62,7 +62,7 @@ def print_by_batch_size(pairs: list[tuple[Result, Result]]) -> None:
 
 def machine_info() -> dict:
     """Where and with what the numbers were taken."""
-    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    info = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version()}
     for pkg in ("batchlab", "jax", "jaxlib", "numpy", "scikit-learn", "torch"):

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from batchlab.runner.cores import pin_to_one_core
+
+# Train in this process as `batchlab run` does: on one core from the start (before any test starts JAX), so
+# in-process studies give the CLI's numbers and need no worker process (batchlab.runner.cores.reproducible_here).
+pin_to_one_core()
+
+from batchlab.runner.driver import run_study
 from batchlab.spec import StudySpec
-from batchlab.study import run_study
 
 
 @pytest.fixture(scope="session")

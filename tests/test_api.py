@@ -11,8 +11,8 @@ import pytest
 
 import batchlab
 from batchlab.errors import BatchlabError
-from batchlab.store import EPOCH_FIELDS, Store
-from batchlab.tables import RUN_FIELDS
+from batchlab.store.db import EPOCH_FIELDS, Store
+from batchlab.store.tables import RUN_FIELDS
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}") for m in ("pandas.*", "polars.*")]
 
@@ -55,11 +55,11 @@ def test_every_public_name_resolves_and_is_documented():
     assert "batchlab.run(spec" in batchlab.__doc__ and set(batchlab.__all__) <= set(dir(batchlab))
 
 
-def test_make_study_is_not_shadowed_by_the_study_module():
-    """`batchlab.study` is the module that runs studies; importing it must not hide the API's builder."""
-    import batchlab.study
+def test_make_study_is_not_shadowed_by_the_driver_module():
+    """`batchlab.runner.driver` runs studies; importing it must not hide the API's builder or `batchlab.run`."""
+    import batchlab.runner.driver
 
-    assert batchlab.study.__name__ == "batchlab.study"
+    assert batchlab.runner.driver.__name__ == "batchlab.runner.driver"
 
     assert callable(batchlab.make_study) and batchlab.make_study(**TINY).dataset == "iris"
 
@@ -241,3 +241,31 @@ def test_reprs_name_the_study_and_show_its_runs_escaped(results):
         assert f"<td>{s.run_id}</td>" in html and f"<td>{s.total_updates:,}</td>" in html
     assert "iris &lt;b&gt;&amp;amp;" in html and "<b>&amp;" not in html
     assert "final test acc" in html
+
+
+def test_the_cli_and_the_python_api_give_bit_identical_epochs_and_the_same_run_ids(tmp_path):
+    """Issue 9: the library, not the CLI, decides how training uses the CPU. `batchlab run` and, in a process
+    that had already used JAX (a notebook), make_study + run give the same run ids and bit-identical epochs."""
+    cli_out, api_out = tmp_path / "cli", tmp_path / "api"
+    flags = ["--dataset", "wine", "--batch-sizes", "1,16,full", "--epochs", "4", "--seeds", "2", "--hidden", "64"]
+    p = subprocess.run([sys.executable, "-m", "batchlab.cli", "run", *flags, "--out", str(cli_out), "--no-figures"],
+                       capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    code = ("import jax, jax.numpy as jnp, batchlab\n"
+            "jnp.ones((64, 64)).sum().block_until_ready()  # JAX's CPU backend starts before batchlab runs\n"
+            "spec = batchlab.make_study(dataset='wine', batch_sizes=[1, 16, 'full'], epochs=4, seeds=2, hidden=[64])\n"
+            f"batchlab.run(spec, out={str(api_out)!r}, progress=False)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    stores = [Store.open(d) for d in (cli_out, api_out)]
+    try:
+        ids = [sorted(r["run_id"] for r in s.runs()) for s in stores]
+        assert ids[0] == ids[1] and len(ids[0]) == 6
+        for run_id in ids[0]:
+            a, b = (s.epochs(run_id) for s in stores)
+            for field in ("train_loss", "test_loss", "train_acc", "test_acc", "b_simple", "grad_sq_norm"):
+                np.testing.assert_array_equal(a[field], b[field], err_msg=f"{run_id} {field}")
+            np.testing.assert_array_equal(stores[0].step_losses(run_id)[1], stores[1].step_losses(run_id)[1])
+    finally:
+        for s in stores:
+            s.close()

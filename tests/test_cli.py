@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from batchlab.store import Store
+from batchlab.store.db import Store
 
 CLI = (sys.executable, "-m", "batchlab.cli")
 TINY = ("--dataset", "iris", "--epochs", "2", "--batch-sizes", "1,full", "--no-figures")
@@ -28,7 +28,7 @@ HEAVY_MODULES = ("jax", "jaxlib", "optax", "numpy", "sklearn", "matplotlib")
 
 
 def cli(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -262,13 +262,13 @@ def test_console_script_help(tmp_path):
     script = Path(sys.executable).with_name("batchlab")
     if not script.is_file():
         pytest.skip(f"no console script next to {sys.executable}")
-    p = subprocess.run([str(script), "run", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    p = subprocess.run([str(script), "run", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0 and "examples:" in p.stdout
 
 
 def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 def test_importing_the_cli_and_building_the_parser_does_not_import_jax(tmp_path):

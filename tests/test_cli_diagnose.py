@@ -110,9 +110,9 @@ def test_help_has_examples(tmp_path):
 
 
 def test_a_real_study_batch_size_1_is_ranked_noisiest(tmp_path):
-    from batchlab.export import export_csv
+    from batchlab.interop.export import export_csv
+    from batchlab.runner.driver import run_study
     from batchlab.spec import StudySpec
-    from batchlab.study import run_study
 
     study = tmp_path / "study"
     run_study(StudySpec(dataset="iris", batch_sizes=(1, "full"), epochs=30, device="cpu"), study)
@@ -143,7 +143,7 @@ def test_a_real_study_batch_size_1_is_ranked_noisiest(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard extra is not installed")
 def test_tensorboard_directory_with_tag(tmp_path):
-    from tests.test_readers import write_events
+    from tests.interop.test_logs import write_events
 
     rng = np.random.default_rng(0)
     steps = [(s, float(np.exp(-s / 200 + rng.normal(0, 0.2)))) for s in range(300)]

@@ -15,15 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import r2_score
 
-from batchlab.data import AUTO_MAX_CLASSES, Dataset, decide_task, load_dataset
-from batchlab.engine import Group, GroupRun, evaluate, init_replicas
+from batchlab.data.dataset import Dataset
+from batchlab.data.load import AUTO_MAX_CLASSES, decide_task, load_dataset
 from batchlab.errors import BatchlabError
-from batchlab.models import make_model, unflatten_params
-from batchlab.probes import per_example_gradients
+from batchlab.models.jax import make_model
+from batchlab.models.params import unflatten_params
+from batchlab.models.tasks import REGRESSION
+from batchlab.runner.driver import run_study
 from batchlab.spec import build_spec
-from batchlab.store import Store
-from batchlab.study import run_study
-from batchlab.tasks import REGRESSION
+from batchlab.store.db import Store
+from batchlab.train.backends import group_run
+from batchlab.train.contract import Group
+from batchlab.train.jax_engine import evaluate
+from batchlab.train.probes.jax import per_example_gradients
 
 CPU = jax.devices("cpu")[0]
 
@@ -57,9 +61,9 @@ def regression_data(n: int = 11, n_test: int = 7, seed: int = 0) -> Dataset:
 def test_chunked_evaluation_gives_the_same_mse_and_r_squared(monkeypatch):
     data = regression_data(n=50)
     model = make_model("mlp", n_features=3, n_classes=1, hidden=(4,))
-    params = jax.tree_util.tree_map(lambda a: a[0], init_replicas(model, (0,)))
+    params = jax.tree_util.tree_map(lambda a: a[0], model.init_replicas((0,)))
     whole = evaluate(model, params, data.x_train, data.y_train, task=REGRESSION)
-    monkeypatch.setattr("batchlab.engine.EVAL_CHUNK", 16)  # 50 rows: 4 chunks, the last one padded
+    monkeypatch.setattr("batchlab.train.jax_engine.EVAL_CHUNK", 16)  # 50 rows: 4 chunks, the last one padded
     chunked = evaluate(model, params, data.x_train, data.y_train, task=REGRESSION)
     np.testing.assert_allclose(np.array(chunked), np.array(whole), rtol=1e-5)
     pred = np.asarray(model.apply(params, data.x_train))[:, 0]
@@ -71,10 +75,10 @@ def test_one_full_batch_step_is_the_hand_derived_least_squares_gradient_step():
     """Linear model f = x w + b, loss mean (f - y)^2: grad_w = 2 x^T (f - y) / n, grad_b = 2 mean(f - y)."""
     data = regression_data()
     model = make_model("logreg", n_features=3, n_classes=1)
-    run = GroupRun(model, data, Group(data.n_train, (0.1,), (0,), (0,)), 1, "sgd", 0.9, CPU)
+    run = group_run(model, data, Group(data.n_train, (0.1,), (0,), (0,)), 1, optimizer="sgd", momentum=0.9, device="cpu")
     records = []
     run.train(records.append)
-    p0 = init_replicas(model, (0,))["layer00"]
+    p0 = model.init_replicas((0,))["layer00"]
     w, b = np.asarray(p0["w"][0], np.float64), np.asarray(p0["b"][0], np.float64)
     x, y = data.x_train.astype(np.float64), data.y_train.astype(np.float64)
     residual = (x @ w + b)[:, 0] - y
@@ -90,7 +94,7 @@ def test_one_full_batch_step_is_the_hand_derived_least_squares_gradient_step():
 def test_per_example_gradients_use_the_squared_error():
     data = regression_data()
     model = make_model("logreg", n_features=3, n_classes=1)
-    params = jax.tree_util.tree_map(lambda a: a[0], init_replicas(model, (0,)))
+    params = jax.tree_util.tree_map(lambda a: a[0], model.init_replicas((0,)))
     grads = per_example_gradients(model, params, data.x_train, data.y_train, task=REGRESSION)
     w, b = np.asarray(params["layer00"]["w"])[:, 0], float(params["layer00"]["b"][0])
     residual = data.x_train @ w + b - data.y_train
@@ -214,9 +218,9 @@ def test_regression_output_says_r_squared_not_accuracy(regression_run):
     assert "train acc" not in p.stdout and "accuracy" not in p.stdout
     notes = [line for line in p.stderr.splitlines() if "task:" in line]
     if fmt == "csv":
-        assert notes == ["batchlab run: warning: task: inferred regression from column 'y' of houses.csv: it holds "
-                         "numbers that are not all integers; to override, pass --task classification (task = "
-                         "\"classification\" in a study file)"]
+        assert notes == [("batchlab run: warning: task: inferred regression from column 'y' of houses.csv: it holds "
+                          "numbers that are not all integers; to override, pass --task classification (task = "
+                          "\"classification\" in a study file)")]
         page = (out / "report.html").read_text()
         assert "R²" in page and "squared error, standardized target" in page and "train acc" not in page
         assert len(list((out / "figures").glob("lena_*.png"))) == 2

@@ -18,7 +18,7 @@ Example (a notebook or a script; seconds on a CPU)::
 The public names are in ``__all__``: ``make_study``, ``load_study``, ``run``, ``open`` (see `batchlab.api`);
 ``StudySpec``, ``Sweep``, ``StudyResults``; ``BatchlabError`` (every user error: one line naming the field, its
 value and what is allowed); and the lower-level ``build_spec``, ``run_study`` and ``export_csv``. (It is
-``make_study``, not ``study``: ``batchlab.study`` is the module that runs studies.)
+``make_study``, not ``study``.)
 
 Importing batchlab is cheap: JAX, NumPy and the optional libraries are imported only when needed.
 """
@@ -31,19 +31,30 @@ from batchlab.errors import BatchlabError
 from batchlab.spec import StudySpec, build_spec
 
 __version__ = "0.1.0"
-__all__ = ["BatchlabError", "StudySpec", "Sweep", "StudyResults", "make_study", "load_study", "run", "open",
-           "build_spec", "run_study", "export_csv"]
+__all__ = [
+    "BatchlabError",
+    "StudyResults",
+    "StudySpec",
+    "Sweep",
+    "build_spec",
+    "export_csv",
+    "load_study",
+    "make_study",
+    "open",
+    "run",
+    "run_study",
+]
 
 if TYPE_CHECKING:
     from batchlab.api import load_study, make_study, open, run
-    from batchlab.exporters.csv import export_csv
+    from batchlab.interop.export.csv import export_csv
     from batchlab.results import StudyResults
-    from batchlab.study import run_study
+    from batchlab.runner.driver import run_study
     from batchlab.sweep import Sweep
 
 _LAZY = {"make_study": "batchlab.api", "load_study": "batchlab.api", "run": "batchlab.api", "open": "batchlab.api",
-         "run_study": "batchlab.study", "StudyResults": "batchlab.results", "Sweep": "batchlab.sweep",
-         "export_csv": "batchlab.exporters.csv"}
+         "run_study": "batchlab.runner.driver", "StudyResults": "batchlab.results", "Sweep": "batchlab.sweep",
+         "export_csv": "batchlab.interop.export.csv"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,4 @@
-"""The Python API: build a study, run it, open its results. Thin wrappers over `spec`, `sweep`, `study` and
+"""The Python API: build a study, run it, open its results. Thin wrappers over `spec`, `sweep`, `run.driver` and
 `results`, as the `batchlab` command is; each is re-exported by `import batchlab`.
 
 Example (a notebook or a script; a few seconds on a CPU)::
@@ -32,7 +32,7 @@ from batchlab.spec import StudySpec, read_toml
 
 if TYPE_CHECKING:
     from batchlab.results import StudyResults
-    from batchlab.study import Progress
+    from batchlab.runner.progress import Progress
     from batchlab.sweep import Sweep
 
 
@@ -71,7 +71,7 @@ def run(spec: StudySpec | Sweep, *, out: str | Path, workers: int = 1, executor:
     A StudySpec needs a new `out` (like `batchlab run`); a Sweep resumes what an earlier call left in `out` (like
     `batchlab sweep`). `workers` > 1 trains batch-size groups in that many local processes; `executor="ray"`
     sends them to the Ray cluster at `address`. `progress=True` shows a bar per group on stderr; False shows
-    nothing; an object with the `batchlab.study.Progress` methods receives the events instead. An interrupt
+    nothing; an object with the `batchlab.runner.progress.Progress` methods receives the events instead. An interrupt
     (Ctrl-C, or a notebook's stop button) stops after the current epoch and keeps every finished epoch.
 
     Example::
@@ -80,7 +80,8 @@ def run(spec: StudySpec | Sweep, *, out: str | Path, workers: int = 1, executor:
         results.summaries[0].final_test_loss
     """
     from batchlab.results import StudyResults
-    from batchlab.study import run_study, run_sweep, stop_on_interrupt
+    from batchlab.runner.driver import run_study, run_sweep
+    from batchlab.runner.interrupt import stop_on_interrupt
     from batchlab.sweep import Sweep
 
     if not isinstance(spec, StudySpec | Sweep):
@@ -112,7 +113,7 @@ def open(directory: str | Path) -> StudyResults:  # batchlab.open, as tarfile.op
 
 def _progress(progress: bool | Progress):
     if progress is True:
-        from batchlab.progress import RichProgress
+        from batchlab.runner.progress import RichProgress
 
         return RichProgress()
     return nullcontext(progress or None)

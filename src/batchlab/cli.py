@@ -11,6 +11,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from batchlab.errors import BatchlabError, BatchlabWarning
 
@@ -19,8 +20,8 @@ RUN_EXAMPLES = """examples:
   batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
   batchlab run --model cnn --epochs 20            a small CNN on digits as 8x8 images
-  batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.user_models)
-  batchlab run --model torch:my_net.py:make       your PyTorch nn.Module (pip install 'batchlab[torch]')
+  batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.models.factory)
+  batchlab run --model my_net.py:Net             your PyTorch nn.Module class or factory (pip install 'batchlab[torch]')
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
   batchlab run --dataset houses.parquet --target price --task regression --features area,rooms,age
   batchlab run --dataset images.npz --batch-sizes 1,32,full   arrays X (N, H, W[, C]), y; optional X_test, y_test
@@ -59,8 +60,8 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
     "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
     "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
-    "--model": ("model", ("mlp (default), logreg, cnn, or your model: file.py:function or module:function (JAX: "
-                          "Flax NNX, Equinox or an (init, apply) pair), torch:file.py:function (a PyTorch nn.Module)")),
+    "--model": ("model", ("mlp (default), logreg, cnn, or your model: file.py:NAME or module:NAME, a function or class "
+                          "giving a PyTorch nn.Module, a Flax NNX or Equinox module, or a JAX (init, apply) pair")),
     "--hidden": ("hidden", "MLP hidden widths, e.g. 128 (default) or 256,128"),
     "--activation": ("activation", "relu (default) or tanh"),
     "--image-shape": ("image_shape", "cnn: height,width[,channels] of the images (default: the dataset's; digits 8,8)"),
@@ -86,7 +87,7 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -183,11 +184,9 @@ def _console(stderr: bool = False):
 def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = Path(args.out) if args.out else default_out()
-    from batchlab.executors import pin_to_one_core
-    from batchlab.progress import RichProgress
-
-    pin_to_one_core()
-    from batchlab.study import run_study, stop_on_interrupt
+    from batchlab.runner.driver import run_study
+    from batchlab.runner.interrupt import stop_on_interrupt
+    from batchlab.runner.progress import RichProgress
 
     with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
         result = run_study(spec, out, progress=progress, should_stop=should_stop)
@@ -198,6 +197,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from batchlab.runner.driver import check_executor, run_sweep
+    from batchlab.runner.interrupt import stop_on_interrupt
+    from batchlab.runner.progress import RichProgress
     from batchlab.spec import read_toml
     from batchlab.sweep import build_sweep
 
@@ -205,19 +207,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         workers = int(args.workers)
     except ValueError:
-        workers = 0
-    if workers < 1:
-        raise BatchlabError(f"workers: got {args.workers!r}; allowed: an integer >= 1")
-    if args.executor not in ("local", "ray"):
-        raise BatchlabError(f"executor: got {args.executor!r}; allowed: local, ray")
+        raise BatchlabError(f"workers: got {args.workers!r}; allowed: an integer >= 1") from None
+    check_executor(args.executor, workers)
     out = Path(args.out) if args.out else Path("runs") / Path(args.study).stem
-    from batchlab.executors import pin_to_one_core
-    from batchlab.progress import RichProgress
-
-    if workers == 1 and args.executor == "local":
-        pin_to_one_core()
-    from batchlab.study import run_sweep, stop_on_interrupt
-
     with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
         result = run_sweep(sweep, out, resume=True, workers=workers, executor=args.executor, address=args.address,
                            progress=progress, should_stop=should_stop)
@@ -270,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from batchlab.export import export
+    from batchlab.interop.export import export
 
     written = export(args.dir, format=args.format, to=args.to, max_step_points=args.max_step_points)
     for line in written if isinstance(written, list) else written.describe():
@@ -282,7 +274,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
     from batchlab.analysis.diagnose import diagnose
-    from batchlab.readers import read_loss_history
+    from batchlab.interop.logs import read_loss_history
     from batchlab.report.diagnose import comparability_warning, curve_table, diagnosis_records, verdict
 
     histories = [read_loss_history(f, column=args.column, tag=args.tag) for f in args.files]

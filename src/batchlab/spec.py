@@ -21,7 +21,6 @@ from batchlab.errors import BatchlabError, invalid
 
 FULL = "full"
 BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "moons", "circles", "blobs")
-SYNTHETIC_DATASETS = ("moons", "circles", "blobs")
 BUILTIN_MODELS = ("mlp", "logreg", "cnn")
 DATA_FILE_KINDS = {".csv": "CSV", ".parquet": "Parquet", ".npz": "NPZ"}
 """Data-file extensions (lower case) and the format each names."""
@@ -38,14 +37,14 @@ class StudySpec:
     """Everything that defines a study. Units are stated per field; defaults reproduce Lena's experiments."""
 
     dataset: str = "digits"
-    """A built-in dataset name or the path of a data file: `.csv`, `.parquet` or `.npz` (see `batchlab.data`)."""
+    """A built-in dataset name or the path of a data file: `.csv`, `.parquet` or `.npz` (see `batchlab.data.load`)."""
     target: str | None = None
     """Data files only: the target column (CSV, Parquet; required) or array (NPZ; default `y`)."""
     features: tuple[str, ...] | None = None
     """The feature columns to use, by name (NPZ: column indices of the flattened X); default all but the target."""
     task: str = "auto"
     """`classification`, `regression`, or `auto`: regression when the target holds floats that are not all
-    integers or take more than `batchlab.data.AUTO_MAX_CLASSES` values, else classification."""
+    integers or take more than `batchlab.data.load.AUTO_MAX_CLASSES` values, else classification."""
     n_samples: int = 1000
     """Synthetic datasets only: number of examples generated (train and test together)."""
     noise: float = 0.2
@@ -61,9 +60,9 @@ class StudySpec:
     """Scale features to zero mean and unit variance using training-set statistics."""
     model: str = "mlp"
     """`mlp` (hidden layers, see `hidden`), `logreg` (multinomial logistic regression), `cnn` (a small CNN on
-    images of `image_shape`), or a user's model: `module:function` or `path/to/file.py:function` for JAX (Flax
-    NNX, Equinox or an (init, apply) pair), `torch:module:function` or `torch:path/to/file.py:function` for a
-    PyTorch nn.Module (see `batchlab.user_models` for the function's signature)."""
+    images of `image_shape`), or a user's model: `module:NAME` or `path/to/file.py:NAME`, NAME a function or
+    class returning a JAX model (Flax NNX, Equinox or an (init, apply) pair) or a PyTorch nn.Module (`torch:`
+    before the reference insists on PyTorch; see `batchlab.models.factory` for what the factory receives)."""
     hidden: tuple[int, ...] = (128,)
     """MLP hidden-layer widths, input side first."""
     activation: str = "relu"
@@ -166,7 +165,7 @@ def _int_in(lo: int, hi: float = math.inf) -> tuple[Callable[[Any], int], str]:
 
     def parse(v: Any) -> int:
         if isinstance(v, bool) or not isinstance(v, int | str):
-            raise ValueError
+            raise TypeError
         n = int(v)
         if not lo <= n <= hi:
             raise ValueError
@@ -181,7 +180,7 @@ def _float_in(lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = Fa
 
     def parse(v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float | str):
-            raise ValueError
+            raise TypeError
         x = float(v)
         if not math.isfinite(x) or x < lo or x > hi or (open_lo and x == lo) or (open_hi and x == hi):
             raise ValueError
@@ -261,20 +260,16 @@ def _feature_names(v: Any) -> tuple[str, ...]:
 TORCH_PREFIX = "torch:"
 
 
-def is_torch_reference(model: str) -> bool:
-    """Whether `model` names a user's PyTorch model (`torch:...`)."""
-    return model.startswith(TORCH_PREFIX)
-
-
-def split_model_reference(model: str) -> tuple[str, str, str]:
-    """`[torch:]TARGET:FUNCTION` -> (backend `jax` or `torch`, TARGET (a module or a .py path), FUNCTION).
-    Raises ValueError if it is not of that form."""
-    backend = "torch" if is_torch_reference(model) else "jax"
-    rest = model[len(TORCH_PREFIX):] if backend == "torch" else model
+def split_model_reference(model: str) -> tuple[bool, str, str]:
+    """`[torch:]TARGET:NAME` -> (whether `torch:` insists on PyTorch, TARGET (a module or a .py path), NAME).
+    Raises ValueError if it is not of that form. Which backend trains it is decided when the factory is called
+    (see :mod:`batchlab.models.registry`)."""
+    explicit_torch = model.startswith(TORCH_PREFIX)
+    rest = model[len(TORCH_PREFIX):] if explicit_torch else model
     target, sep, function = rest.rpartition(":")
     if not sep or not target.strip() or not function.isidentifier():
         raise ValueError(model)
-    return backend, target, function
+    return explicit_torch, target, function
 
 
 def _model(v: Any) -> str:
@@ -313,8 +308,8 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "test_fraction": _float_in(0.0, 1.0, open_lo=True, open_hi=True),
     "split_seed": _int_in(0),
     "standardize": _bool(),
-    "model": (_model, ("mlp, logreg, cnn, or a user model: module:function or path/to/file.py:function (JAX), "
-                       "torch:module:function or torch:path/to/file.py:function (PyTorch)")),
+    "model": (_model, ("mlp, logreg, cnn, or a user model: module:NAME or path/to/file.py:NAME (a JAX model or a "
+                       "PyTorch nn.Module; torch:... insists on PyTorch)")),
     "hidden": (_list_of(_int_in(1)[0]), "positive integers separated by commas, e.g. 128 or 256,128"),
     "activation": _choice("relu", "tanh"),
     "image_shape": (_image_shape, "height,width or height,width,channels: positive integers, e.g. 8,8"),

@@ -1,10 +1,9 @@
-"""Sweeps: a study file whose list-valued fields are axes, expanded into runs and packed into groups.
+"""Sweeps: a study file whose list-valued fields are axes, validated at the door (no JAX).
 
 A sweep file uses the `run` flags' names with dashes as underscores. Where `run` takes one value, a list makes
 the field an axis (`lr = [0.01, 0.03, 0.1]`, or a log range `lr = {log_range = [0.001, 0.1, 5]}`), so a `run`
-config is a valid one-point sweep. Every run has a content-hash id, so the same file always names the same runs.
-All (learning rate, seed) replicas of one batch size and one model/optimizer setting form a pack that trains as
-one vmapped program, split into chunks that fit in memory.
+config is a valid one-point sweep. Every run has a content-hash id, so the same file always names the same runs;
+:mod:`batchlab.runner.plan` expands a sweep into runs and packs them into groups.
 """
 
 from __future__ import annotations
@@ -12,19 +11,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from batchlab.errors import BatchlabError, invalid
-from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, run_id, updates_per_epoch
+from batchlab.errors import invalid
+from batchlab.spec import CONSTRAINTS, StudySpec, build_spec
 
 AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
         "model")
 """Fields that may take a list of values in a sweep file."""
+
+
 PER_REPLICA = ("lr", "lr_scaling", "base_batch_size")
 """Axes that only change a replica's learning rate: runs differing only in these share one vmapped program."""
 
@@ -43,9 +43,9 @@ class Sweep:
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the runs: a changed study file gets a different fingerprint."""
-        content = {"base": self.base.to_dict(), "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]]
-                                                          for n, vs in self.axes]}
-        content["base"].pop("device")
+        base = self.base.to_dict()
+        base.pop("device")
+        content = {"base": base, "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]] for n, vs in self.axes]}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
@@ -100,70 +100,3 @@ def build_sweep(values: Mapping[str, Any]) -> Sweep:
     for point in sweep.points():
         build_spec({k: v for k, v in point.to_dict().items()})
     return sweep
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The plan: runs and the groups that train them.
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    run_id: str
-    point: StudySpec
-    batch_size: int
-    seed_index: int
-    lr: float
-    epochs: int
-
-    @property
-    def init_seed(self) -> int:
-        return self.point.seed + self.seed_index
-
-    @property
-    def order_seed(self) -> int:
-        return self.point.order_seed + self.seed_index
-
-
-@dataclass(frozen=True)
-class PlannedGroup:
-    """Runs trained together as one vmapped program: same batch size, model, optimizer and epochs."""
-
-    group_id: str
-    batch_size: int
-    epochs: int
-    runs: tuple[PlannedRun, ...]
-
-    @property
-    def point(self) -> StudySpec:
-        """The spec shared by the group's runs (their learning rates may differ)."""
-        return self.runs[0].point
-
-
-def pack_key(point: StudySpec) -> str:
-    return json.dumps({k: v for k, v in point.to_dict().items() if k not in PER_REPLICA}, sort_keys=True)
-
-
-def plan(sweep: Sweep, *, n_train: int, max_replicas: int) -> list[PlannedGroup]:
-    """Every run of the sweep, packed by (batch size, model/optimizer setting) and chunked to `max_replicas`."""
-    if max_replicas < 1:
-        raise BatchlabError("max_replicas: must be >= 1")
-    packs: dict[tuple[int, str], list[PlannedRun]] = {}
-    for point in sweep.points():
-        for b in point.resolved_batch_sizes(n_train):
-            for i in range(point.seeds):
-                run = PlannedRun(run_id(point, batch_size=b, seed_index=i), point, b, i, point.lr_for(b),
-                                 point.epochs_for(b, n_train))
-                packs.setdefault((b, pack_key(point)), []).append(run)
-    groups = []
-    for (b, _), runs in sorted(packs.items(), key=lambda kv: kv[0][0]):
-        n_chunks = math.ceil(len(runs) / max_replicas)
-        size = math.ceil(len(runs) / n_chunks)
-        for start in range(0, len(runs), size):
-            chunk = tuple(runs[start:start + size])
-            digest = hashlib.sha256(" ".join(r.run_id for r in chunk).encode()).hexdigest()[:10]
-            groups.append(PlannedGroup(f"bs{b}-{digest}", b, chunk[0].epochs, chunk))
-    return groups
-
-
-def steps_per_epoch(group: PlannedGroup, n_train: int) -> int:
-    return updates_per_epoch(n_train, group.batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from batchlab.analysis.runs import first_epoch_reaching, summarize_run
-from batchlab.store import Store
+from batchlab.store.db import Store
 
 
 def test_first_epoch_reaching():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchlab.report.decimate import minmax_decimate, minmax_indices
+from batchlab.analysis.decimate import minmax_decimate, minmax_indices
 
 
 def test_hand_worked_example():

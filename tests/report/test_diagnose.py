@@ -8,7 +8,7 @@ import numpy as np
 from rich.console import Console
 
 from batchlab.analysis.diagnose import diagnose
-from batchlab.readers import LossHistory
+from batchlab.interop.logs import LossHistory
 from batchlab.report.diagnose import comparability_warning, curve_table, diagnosis_records, verdict
 
 

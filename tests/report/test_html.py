@@ -17,8 +17,8 @@ from batchlab.analysis.scaling import StepsToTarget
 from batchlab.errors import BatchlabError
 from batchlab.report.html import render_report, write_report
 from batchlab.results import StudyResults
+from batchlab.runner.driver import run_study
 from batchlab.spec import StudySpec
-from batchlab.study import run_study
 from tests.report.chromium import Chromium, find_chromium
 
 HOSTILE_FILE = "<img src=x onerror=alert(1)>.csv"
@@ -58,18 +58,16 @@ def sections(page: str) -> list[str]:
     return re.findall(r'<section id="([a-z]+)">', page)
 
 
-class Fixed(StudyResults):
-    """A StudyResults whose analysis is given (or absent, as in a version without one)."""
-
-    analysis = None
-
-    def explanation(self, **_: object) -> str:
-        return "A fixed explanation."
+@pytest.fixture(autouse=True)
+def fixed_explanation(monkeypatch):
+    """The report's sections are tested apart from the explanation's words (tests/report/test_text.py)."""
+    monkeypatch.setattr("batchlab.report.html.explanation", lambda data, **_: "A fixed explanation.")
 
 
 def fixed(results: StudyResults, analysis: object = None, **changes: object) -> StudyResults:
-    values = {f.name: getattr(results, f.name) for f in dataclasses.fields(results)} | changes
-    return type("FixedWith", (Fixed,), {"analysis": analysis})(**values)
+    """A copy of `results` whose analysis is given (None: a study without one)."""
+    values = {f.name: getattr(results, f.name) for f in dataclasses.fields(results) if f.name != "_analyses"}
+    return type("FixedWith", (StudyResults,), {"analysis": lambda self, **_: analysis})(**(values | changes))
 
 
 def test_user_strings_are_escaped(hostile_study):

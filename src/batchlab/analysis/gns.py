@@ -3,7 +3,7 @@
 Sigma is the covariance of one example's gradient and G the full-batch gradient, at fixed parameters. B_simple
 is the batch size at which a minibatch gradient's noise (tr(Sigma) / B) equals its signal (|G|^2); it predicts the
 critical batch size when the Hessian is close to a multiple of the identity. Inputs are plain arrays of flattened
-gradients (see :mod:`batchlab.probes` for computing them from a model).
+gradients (see :mod:`batchlab.train.probes.jax` for computing them from a model).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def b_simple_two_batch(microbatch_grads: np.ndarray, microbatch_size: int, *, n_
 
     Each is unbiased, their ratio is not; the numerator and denominator are averaged (over the k microbatches)
     before dividing. With `n_train` = N, the microbatches are taken to be disjoint draws without replacement
-    from N examples (as :func:`batchlab.probes.microbatch_gradients` makes them): 1/B is then replaced by
+    from N examples (as :func:`batchlab.train.probes.jax.microbatch_gradients` makes them): 1/B is then replaced by
     (N - B) / (B (N - 1)), which keeps both estimators unbiased for |G|^2 and the 1/N-normalised tr(Sigma) of
     `b_simple_exact` (with b = 1 and k = N the two modes agree exactly). Without `n_train` the bias is O(1/N).
 

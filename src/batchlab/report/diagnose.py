@@ -12,7 +12,7 @@ import numpy as np
 from rich.table import Table
 
 from batchlab.analysis.diagnose import CONFIDENCE, DIAGNOSE_WINDOW, CurveNoise, Diagnosis
-from batchlab.readers import LossHistory
+from batchlab.interop.logs import LossHistory
 
 METRICS = ("residual_std_log", "residual_std_log_low", "residual_std_log_high", "mean_abs_first_difference",
            "fraction_rising", "residual_lag1_autocorrelation")

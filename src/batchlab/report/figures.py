@@ -10,11 +10,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from batchlab.analysis.runs import RunSummary  # noqa: E402
-from batchlab.analysis.sweeps import mean_and_band  # noqa: E402
+from batchlab.analysis.runs import RunSummary
+from batchlab.analysis.sweeps import mean_and_band
+from batchlab.report.labels import loss_name
+from batchlab.study_data import StudyData
 
 
 def _label(s: RunSummary, n_train: int) -> str:
@@ -28,8 +30,6 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
     fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     ax.plot(epochs["epoch"], epochs["train_loss"], label="train loss (whole training set)", color="C0")
     ax.plot(epochs["epoch"], epochs["test_loss"], label="test loss", color="C3")
-    from batchlab.report.text import loss_name
-
     ax.set(xlabel="epoch", ylabel=f"{loss_name(task)} (log scale)", yscale="log",
            title="Lena's plot: loss after each epoch")
     ax.legend()
@@ -119,11 +119,11 @@ def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries
     fig, (ax_s, ax_t, ax_g) = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
     reached = [st for st in analysis.steps_to_target.values() if st.feasible]
     if reached:
-        b = np.array([st.batch_size for st in reached], float)
-        ax_s.plot(b, [st.steps for st in reached], "o", color="C0", label="measured (best lr, seed)")
+        measured_b = np.array([st.batch_size for st in reached], float)
+        ax_s.plot(measured_b, [st.steps for st in reached], "o", color="C0", label="measured (best lr, seed)")
         if analysis.fit is not None:
             f = analysis.fit
-            grid = np.geomspace(b.min(), b.max(), 200)
+            grid = np.geomspace(measured_b.min(), measured_b.max(), 200)
             ax_s.plot(grid, f.s_min * (1 + f.b_crit / grid), color="C3",
                       label=f"S(B) = S_min (1 + B_crit / B): B_crit = {f.b_crit:,.1f} [{f.b_crit_low:,.1f}, "
                             f"{f.b_crit_high:,.1f}]")
@@ -141,9 +141,10 @@ def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries
         e = curves[runs[0].run_id]
         if "b_simple" not in e:
             continue
-        keep = np.isfinite(e["b_simple"])
-        if keep.any():
-            ax_g.plot(e["updates"][keep], e["b_simple"][keep], "o-", ms=3, color=f"C{i % 10}", label=f"B = {b:,}")
+        measured = np.isfinite(e["b_simple"])
+        if measured.any():
+            ax_g.plot(e["updates"][measured], e["b_simple"][measured], "o-", ms=3, color=f"C{i % 10}",
+                      label=f"B = {b:,}")
     if analysis.fit is not None:
         ax_g.axhline(analysis.fit.b_crit, color="C3", ls=":", label="measured B_crit")
     ax_g.set(yscale="log", xscale="symlog", xlabel="updates (symlog)", ylabel="B_simple = tr(Σ) / |G|²",
@@ -155,3 +156,30 @@ def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+FIGURES = ("lena", "overlay", "cost", "scaling")
+
+
+def write_figures(data: StudyData) -> list[Path]:
+    """figures/lena_<run_id>.png per run (in a sweep: the runs at each batch size's best learning rate),
+    figures/overlay.png (seed means with a +/- std band), figures/cost.png and figures/scaling.png."""
+    folder = data.directory / "figures"
+    folder.mkdir(exist_ok=True)
+    paths = [draw_figure(data, "lena", run_id=s.run_id, path=folder / f"lena_{s.run_id}.png") for s in data.best_runs()]
+    return paths + [draw_figure(data, name, path=folder / f"{name}.png") for name in FIGURES[1:]]
+
+
+def draw_figure(data: StudyData, name: str, *, path: Path, run_id: str | None = None) -> Path:
+    """One figure of :func:`write_figures` (`lena` needs `run_id`) written to `path`."""
+    n_train, setup = data.n_train, data.setup
+    if name == "lena":
+        s = next(s for s in data.summaries if s.run_id == run_id)
+        return lena_figure(s, data.epochs[s.run_id], data.steps[s.run_id], path=path, task=data.task, n_train=n_train,
+                           setup=setup)
+    best = data.best_runs()
+    if name == "overlay":
+        return overlay_figure(best, data.epochs, path=path, n_train=n_train, setup=setup)
+    if name == "cost":
+        return cost_figure(best, path=path, n_train=n_train, setup=setup)
+    return scaling_figure(data.analysis(), data.epochs, best, setup=data.setup, path=path)

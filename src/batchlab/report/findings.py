@@ -80,10 +80,10 @@ def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary], *, task: 
         parts.append("Generalization gap at the end: " + "; ".join(ends) + ".")
     matched = []
     for b, ids in sorted(by_b.items()):
-        m = [a.matched[i] for i in ids if a.matched.get(i) is not None]
-        if m:
-            matched.append(f"B = {b:,}: test loss {np.mean([x.test_loss for x in m]):.4f} (epoch "
-                           f"{np.mean([x.epoch for x in m]):.1f})")
+        gaps_at = [g for g in (a.matched.get(i) for i in ids) if g is not None]
+        if gaps_at:
+            matched.append(f"B = {b:,}: test loss {np.mean([x.test_loss for x in gaps_at]):.4f} (epoch "
+                           f"{np.mean([x.epoch for x in gaps_at]):.1f})")
     if matched:
         parts.append(f"At matched train loss ({a.matched_target:.4f}, the highest final train loss of any run): "
                      + "; ".join(matched) + ". Comparing there removes the effect of one run simply having trained "

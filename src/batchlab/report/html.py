@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from batchlab.errors import invalid
-from batchlab.results import StudyResults
+from batchlab.report.explain import explanation
+from batchlab.study_data import StudyData
 
 REPORT_NAME = "report.html"
 PLOT_CONFIG = {"responsive": True, "displaylogo": False}
@@ -39,13 +40,13 @@ dd { margin: 0; } pre { background: #f6f6f6; padding: 12px; overflow-x: auto; fo
 """
 
 
-def write_report(results: StudyResults, path: Path | None = None) -> Path:
+def write_report(data: StudyData, path: Path | None = None) -> Path:
     """Write the study's report (default `<study dir>/report.html`) and return its path. The file is written
     beside its destination and then renamed, so a reader never sees half a report."""
-    path = Path(path) if path is not None else Path(results.directory) / REPORT_NAME
+    path = Path(path) if path is not None else Path(data.directory) / REPORT_NAME
     if path.is_dir():
         raise invalid("out", str(path), "the path of an HTML file to write (this is a directory)")
-    page = render_report(results)
+    page = render_report(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(page, encoding="utf-8")
@@ -53,23 +54,23 @@ def write_report(results: StudyResults, path: Path | None = None) -> Path:
     return path
 
 
-def render_report(results: StudyResults) -> str:
+def render_report(data: StudyData) -> str:
     """The whole page as one string."""
     from plotly.offline import get_plotlyjs
 
-    analysis = _analysis(results)
-    sections = [s for s in (_setup(results), _explanation(results), _runs(results), _grid(results),
-                            _lena(results), _overlay(results), _cost(results), _gns(results, analysis),
-                            _scaling(analysis), _end_metrics(results, analysis), _config(results)) if s]
+    analysis = data.analysis()
+    sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data),
+                            _lena(data), _overlay(data), _cost(data), _gns(data, analysis),
+                            _scaling(analysis), _end_metrics(data, analysis), _config(data)) if s]
     nav = " ".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
     body = "\n".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>\n{content}</section>'
                      for anchor, title, content in sections)
-    title = f"batchlab report: {results.meta['dataset']['name']}"
+    title = f"batchlab report: {data.meta['dataset']['name']}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<style>{STYLE}</style>\n'
             "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>\n"
             f"<script>{get_plotlyjs()}</script>\n</head><body>\n<h1>{escape(title)}</h1>\n"
-            f'<p class="note">{escape(str(results.directory))}: {escape(results.setup)}</p>\n<nav>{nav}</nav>\n'
+            f'<p class="note">{escape(str(data.directory))}: {escape(data.setup)}</p>\n<nav>{nav}</nav>\n'
             f"{body}\n</body></html>\n")
 
 
@@ -100,17 +101,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, caption: str
     return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>\n'
 
 
-def _setup(results: StudyResults) -> Section:
-    spec, ds, meta = results.meta["spec"], results.meta["dataset"], results.meta
+def _setup(data: StudyData) -> Section:
+    spec, ds, meta = data.meta["spec"], data.meta["dataset"], data.meta
     axes = {name: values for name, values in meta.get("axes", [])}
     scaling = "standardized with training statistics" if spec["standardize"] else "raw"
-    target = (f"{ds['n_classes']} classes; stratified split" if results.task == "classification" else
+    target = (f"{ds['n_classes']} classes; stratified split" if data.task == "classification" else
               f"regression (target standardized: training mean {ds['target_mean']:.4g}, std {ds['target_std']:.4g}; "
               "loss = mean squared error of the standardized target, R² in place of accuracy); random split")
-    data = (f"{ds['name']}: {ds['n_train']:,} train and {ds['n_test']:,} test examples, {ds['n_features']} "
+    described = (f"{ds['name']}: {ds['n_train']:,} train and {ds['n_test']:,} test examples, {ds['n_features']} "
             f"features, {target} (test fraction {spec['test_fraction']}, split seed {spec['split_seed']}); "
             f"features {scaling}")
-    rows = [("Dataset", data)]
+    rows = [("Dataset", described)]
     if spec.get("target"):
         rows.append(("Data file, target", f"{spec['dataset']}, {spec['target']}"))
     if spec.get("features"):
@@ -124,7 +125,7 @@ def _setup(results: StudyResults) -> Section:
     if spec.get("warmup_epochs"):
         optimizer += f", {spec['warmup_epochs']} warmup epochs"
     rows.append(("Optimizer", optimizer))
-    sizes = ", ".join(f"{b:,}" + (" (full)" if b == results.n_train else "") for b in meta.get("batch_sizes", []))
+    sizes = ", ".join(f"{b:,}" + (" (full)" if b == data.n_train else "") for b in meta.get("batch_sizes", []))
     rows.append(("Batch sizes", sizes))
     seeds, first, first_order = int(spec["seeds"]), spec["seed"], spec["order_seed"]
     if seeds == 1:
@@ -147,25 +148,25 @@ def _setup(results: StudyResults) -> Section:
     return "setup", "Setup", content
 
 
-def _explanation(results: StudyResults) -> Section:
-    paragraphs = [p.strip() for p in results.explanation().split("\n\n") if p.strip()]
+def _explanation(data: StudyData) -> Section:
+    paragraphs = [p.strip() for p in explanation(data).split("\n\n") if p.strip()]
     return "explanation", "What the measurements say", "".join(f"<p>{escape(p)}</p>\n" for p in paragraphs)
 
 
-def _runs(results: StudyResults) -> Section:
+def _runs(data: StudyData) -> Section:
     from batchlab.report.text import RUNS_CAPTION, run_columns, run_row
 
-    rows = [run_row(s, task=results.task) for s in results.summaries]
-    return "runs", "Runs", _table(run_columns(results.task), rows, caption=RUNS_CAPTION)
+    rows = [run_row(s, task=data.task) for s in data.summaries]
+    return "runs", "Runs", _table(run_columns(data.task), rows, caption=RUNS_CAPTION)
 
 
-def _grid(results: StudyResults) -> Section | None:
-    if len({(s.lr, s.seed) for s in results.summaries}) < 2:
+def _grid(data: StudyData) -> Section | None:
+    if len({(s.lr, s.seed) for s in data.summaries}) < 2:
         return None
     from batchlab.analysis.sweeps import best_lr_per_batch_size
     from batchlab.report.text import GRID_CAPTION, grid_cell_text
 
-    cells = results.cells
+    cells = data.cells
     best = best_lr_per_batch_size(cells)
     lrs = sorted({c.lr for c in cells})
     rows, marked = [], []
@@ -181,39 +182,39 @@ def _grid(results: StudyResults) -> Section | None:
                                         caption=GRID_CAPTION, best=marked)
 
 
-def _lena(results: StudyResults) -> Section:
+def _lena(data: StudyData) -> Section:
     from batchlab.report import interactive
 
-    best = results.best_runs()
+    best = data.best_runs()
     intro = ("Left: train and test loss after each epoch. Right: every minibatch loss as measured (long curves are "
              "min/max-decimated: each bucket's lowest and highest step is kept, nothing is smoothed).")
-    if len(best) < len(results.summaries):
+    if len(best) < len(data.summaries):
         intro += " In a sweep, only the runs at each batch size's best learning rate are shown."
     parts = [f'<p class="note">{escape(intro)}</p>']
     for i, s in enumerate(best):
         parts.append(f"<h3>{escape(s.run_id)}</h3>")
-        parts.append(_plot(interactive.lena_figure(s, results.epochs[s.run_id], results.steps[s.run_id],
-                                                   n_train=results.n_train, task=results.task), f"plot-lena-{i}"))
+        parts.append(_plot(interactive.lena_figure(s, data.epochs[s.run_id], data.steps[s.run_id],
+                                                   n_train=data.n_train, task=data.task), f"plot-lena-{i}"))
     return "lena", "Lena's figure, per run", "\n".join(parts)
 
 
-def _overlay(results: StudyResults) -> Section:
+def _overlay(data: StudyData) -> Section:
     from batchlab.report import interactive
 
     note = ("All batch sizes (at their best learning rate) together. The buttons switch the x-axis between epochs, "
             "optimizer steps, examples seen and training wall time; the band is ± one standard deviation over seeds.")
-    fig = interactive.overlay_figure(results.best_runs(), results.epochs, n_train=results.n_train)
+    fig = interactive.overlay_figure(data.best_runs(), data.epochs, n_train=data.n_train)
     return "overlay", "All batch sizes, overlaid", f'<p class="note">{escape(note)}</p>{_plot(fig, "plot-overlay")}'
 
 
-def _cost(results: StudyResults) -> Section:
+def _cost(data: StudyData) -> Section:
     from batchlab.report import interactive
 
-    fig = interactive.cost_figure(results.summaries, results.best_runs(), n_train=results.n_train)
+    fig = interactive.cost_figure(data.summaries, data.best_runs(), n_train=data.n_train)
     return "cost", "Cost per update", _plot(fig, "plot-cost")
 
 
-def _gns(results: StudyResults, analysis: Any) -> Section | None:
+def _gns(data: StudyData, analysis: Any) -> Section | None:
     from batchlab.report import interactive
 
     fit = getattr(analysis, "fit", None)
@@ -221,7 +222,7 @@ def _gns(results: StudyResults, analysis: Any) -> Section | None:
     if fit is not None and getattr(fit, "b_crit", None) is not None:
         b_crit = (float(fit.b_crit), float(getattr(fit, "b_crit_low", np.nan)),
                   float(getattr(fit, "b_crit_high", np.nan)))
-    fig = interactive.gns_figure(results.best_runs(), results.epochs, n_train=results.n_train, b_crit=b_crit)
+    fig = interactive.gns_figure(data.best_runs(), data.epochs, n_train=data.n_train, b_crit=b_crit)
     if fig is None:
         return None
     note = ("B_simple (McCandlish et al. 2018) at fixed parameters, measured at the epochs shown. It is a proxy for "
@@ -230,16 +231,10 @@ def _gns(results: StudyResults, analysis: Any) -> Section | None:
     return "gns", "Gradient noise scale", f'<p class="note">{escape(note)}</p>{_plot(fig, "plot-gns")}'
 
 
-def _analysis(results: StudyResults) -> Any:
-    """The study's scaling analysis when this version of StudyResults offers one (a method or an attribute)."""
-    analysis = getattr(results, "analysis", None)
-    return analysis() if callable(analysis) else analysis
-
-
 def _numbers(obj: Any) -> dict[str, float]:
     """The numeric fields of a dataclass (or plain object), in declaration order."""
-    fields = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(vars(obj))
-    return {k: v for k, v in fields.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+    fields = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
+    return {k: float(v) for k, v in fields.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
 
 
 def _scaling(analysis: Any) -> Section | None:
@@ -294,13 +289,13 @@ def _fmt(value: Any, spec: str) -> str:
     return spec.format(value)
 
 
-def _end_metrics(results: StudyResults, analysis: Any) -> Section | None:
+def _end_metrics(data: StudyData, analysis: Any) -> Section | None:
     """Per run: the generalization gap at the end and at a matched train loss (when the analysis has them), and
     the end-of-training measurements (sharpness and the like)."""
-    columns: dict[str, dict[str, float]] = {}
+    columns: dict[str, dict[str, float | None]] = {}
     for run_id, gap in (getattr(analysis, "gaps", None) or {}).items():
         for name in ("loss_gap", "acc_gap"):
-            label = "R²_gap" if name == "acc_gap" and results.task == "regression" else name
+            label = "R²_gap" if name == "acc_gap" and data.task == "regression" else name
             columns.setdefault(f"{label} (end)", {})[run_id] = getattr(gap, name, None)
     matched_at = getattr(analysis, "matched_target", None)
     for run_id, gap in (getattr(analysis, "matched", None) or {}).items():
@@ -311,10 +306,10 @@ def _end_metrics(results: StudyResults, analysis: Any) -> Section | None:
             columns.setdefault(name, {})[run_id] = value
     if not columns:
         return None
-    order = [s.run_id for s in results.summaries]
+    order = [s.run_id for s in data.summaries]
     run_ids = [r for r in order if any(r in c for c in columns.values())]
     run_ids += sorted({r for c in columns.values() for r in c} - set(run_ids))
-    batch = {s.run_id: f"{s.batch_size:,}" for s in results.summaries}
+    batch = {s.run_id: f"{s.batch_size:,}" for s in data.summaries}
     rows = [[r, batch.get(r, ""), *(_fmt(c.get(r), "{:.4g}") for c in columns.values())] for r in run_ids]
     caption = ("gap = test minus train; sharpness measures depend on the parametrization (Dinh et al. 2017): compare "
                "them across batch sizes of one model, not across models")
@@ -322,8 +317,8 @@ def _end_metrics(results: StudyResults, analysis: Any) -> Section | None:
         ["run", "batch size", *columns], rows, caption=caption)
 
 
-def _config(results: StudyResults) -> Section:
-    meta = results.meta
+def _config(data: StudyData) -> Section:
+    meta = data.meta
     config = json.dumps({"spec": meta["spec"], "axes": meta.get("axes", [])}, indent=2)
     versions = meta.get("versions", {})
     parts = ["<h3>Exact configuration</h3>", f"<pre>{escape(config)}</pre>",

@@ -1,6 +1,6 @@
 """Interactive figures (plotly) for the HTML report: the same views as the PNGs, plus the optional analyses.
 
-Curves are drawn raw. A curve longer than `MAX_POINTS` is min/max-decimated (see `batchlab.report.decimate`),
+Curves are drawn raw. A curve longer than `MAX_POINTS` is min/max-decimated (see `batchlab.analysis.decimate`),
 and its legend entry and title say so. Only SVG traces (`go.Scatter`, `go.Bar`): WebGL traces render several
 times slower in a headless browser and not at all without a GPU context.
 Plotly renders a small subset of HTML in titles and legends, so every user-provided string is HTML-escaped.
@@ -16,9 +16,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from batchlab.analysis.decimate import minmax_indices
 from batchlab.analysis.runs import RunSummary
 from batchlab.analysis.sweeps import mean_and_band
-from batchlab.report.decimate import minmax_indices
 
 LOSS_FLOOR = 1e-8
 """Losses are floored here for the log scale (as in the PNG figures)."""
@@ -77,7 +77,7 @@ def lena_figure(s: RunSummary, epochs: Mapping[str, np.ndarray], steps: tuple[np
         step_title += "<br>(the minibatch is the training set: each step's loss lies on the train loss)"
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                         subplot_titles=("Lena's plot: loss after each epoch", step_title))
-    train = dict(x=epochs["epoch"], y=_floor(epochs["train_loss"]), line={"color": COLORS[0]}, legendgroup="train")
+    train = {"x": epochs["epoch"], "y": _floor(epochs["train_loss"]), "line": {"color": COLORS[0]}, "legendgroup": "train"}
     fig.add_trace(go.Scatter(name="train loss (whole training set)", **train), 1, 1)
     fig.add_trace(go.Scatter(x=epochs["epoch"], y=_floor(epochs["test_loss"]), name="test loss",
                              line={"color": COLORS[3]}), 1, 1)
@@ -91,7 +91,7 @@ def lena_figure(s: RunSummary, epochs: Mapping[str, np.ndarray], steps: tuple[np
         dotted = train | {"line": {"color": COLORS[0], "dash": "dot", "width": 2.5}, "mode": "lines"}
         fig.add_trace(go.Scatter(showlegend=False, **dotted), 1, 2)  # dotted: the step losses show through
     status = "" if s.status == "completed" else f" [{html.escape(s.status)}]"
-    from batchlab.report.text import loss_name
+    from batchlab.report.labels import loss_name
 
     fig.update_yaxes(type="log", title_text=f"{loss_name(task)} (log scale)")
     fig.update_xaxes(title_text="epoch")
@@ -123,31 +123,31 @@ def overlay_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str
             color = COLORS[i % len(COLORS)]
             group = f"{name} {metric}"
             if len(runs) > 1:
-                traces.append(dict(fill="toself", mode="lines", fillcolor=color, opacity=0.15, line={"width": 0},
-                                   hoverinfo="skip",
-                                   showlegend=False, legendgroup=group, name=f"{group} ± std"))
+                traces.append({"fill": "toself", "mode": "lines", "fillcolor": color, "opacity": 0.15, "line": {"width": 0},
+                                   "hoverinfo": "skip",
+                                   "showlegend": False, "legendgroup": group, "name": f"{group} ± std"})
                 lower, upper = _floor((mean - band)[keep]), _floor((mean + band)[keep])
                 for key, *_, axis_type in X_CHOICES:
                     x, ok = xs[key][keep], _shown(xs[key][keep], axis_type)
                     data[key].append((np.concatenate([x[ok], x[ok][::-1]]).tolist(),
                                       np.concatenate([upper[ok], lower[ok][::-1]]).tolist()))
-            traces.append(dict(mode="lines", line={"color": color, "dash": dash}, legendgroup=group,
-                               name=f"{name}: {metric.split('_')[0]} loss"))
+            traces.append({"mode": "lines", "line": {"color": color, "dash": dash}, "legendgroup": group,
+                               "name": f"{name}: {metric.split('_')[0]} loss"})
             for key, *_, axis_type in X_CHOICES:
                 x, ok = xs[key][keep], _shown(xs[key][keep], axis_type)
                 data[key].append((x[ok].tolist(), _floor(mean[keep][ok]).tolist()))
     fig = go.Figure([go.Scatter(x=x, y=y, **t) for t, (x, y) in zip(traces, data["epoch"], strict=True)])
-    buttons = [dict(label=label, method="update",
-                    args=[{"x": [x for x, _ in data[key]], "y": [y for _, y in data[key]]},
-                          {"xaxis.title.text": title, "xaxis.type": axis_type}])
+    buttons = [{"label": label, "method": "update",
+                    "args": [{"x": [x for x, _ in data[key]], "y": [y for _, y in data[key]]},
+                          {"xaxis.title.text": title, "xaxis.type": axis_type}]}
                for key, label, title, axis_type in X_CHOICES]
     title = "Train (solid) and test (dashed) loss: mean over seeds ± std band"
     _finish(fig, height=520, title_text=title + (" (min/max-decimated)" if decimated else ""),
                       xaxis_title_text=X_CHOICES[0][2], yaxis_type="log", yaxis_title_text="loss (log scale)",
-                      updatemenus=[dict(type="buttons", direction="right", buttons=buttons, active=0, x=0.07,
-                                        xanchor="left", y=1.02, yanchor="bottom", pad={"t": 0, "b": 0})],
-                      annotations=[dict(text="x-axis:", x=0, xref="paper", xanchor="left", y=1.035, yref="paper",
-                                        yanchor="bottom", showarrow=False)])
+                      updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "active": 0, "x": 0.07,
+                                        "xanchor": "left", "y": 1.02, "yanchor": "bottom", "pad": {"t": 0, "b": 0}}],
+                      annotations=[{"text": "x-axis:", "x": 0, "xref": "paper", "xanchor": "left", "y": 1.035, "yref": "paper",
+                                        "yanchor": "bottom", "showarrow": False}])
     return fig
 
 
@@ -202,8 +202,8 @@ def gns_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str, np
         low = np.asarray(c.get("b_simple_low", np.full_like(y, np.nan)), float)[ok]
         high = np.asarray(c.get("b_simple_high", np.full_like(y, np.nan)), float)[ok]
         measured = np.isfinite(low) & np.isfinite(high)
-        error = dict(type="data", symmetric=False, array=np.where(measured, high - y[ok], 0.0),
-                     arrayminus=np.where(measured, y[ok] - low, 0.0), visible=bool((measured & (high > low)).any()))
+        error = {"type": "data", "symmetric": False, "array": np.where(measured, high - y[ok], 0.0),
+                     "arrayminus": np.where(measured, y[ok] - low, 0.0), "visible": bool((measured & (high > low)).any())}
         color = COLORS[sizes.index(s.batch_size) % len(COLORS)]
         traces.append(go.Scatter(x=np.asarray(c["epoch"])[ok], y=y[ok], error_y=error, mode="lines+markers",
                                  line={"color": color}, name=f"B_simple, {run_label(s, n_train)}"))

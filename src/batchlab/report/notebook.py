@@ -9,13 +9,13 @@ from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from batchlab.results import StudyResults
+    from batchlab.study_data import StudyData
 
 MAX_ROWS = 60
 """Rows shown; a longer study says how many more there are (all of them: `results.runs_df()`)."""
 
 
-def runs_html(results: StudyResults) -> str:
+def runs_html(results: StudyData) -> str:
     """A heading (directory, setup) and one row per run: batch size, lr, seed, status, updates, training time
     and the final losses and accuracy (R² for a regression task)."""
     score = "R²" if results.task == "regression" else "acc"

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from batchlab.analysis.runs import EPOCH_NOISE_WINDOW, STEP_NOISE_WINDOW, RunSummary, first_epoch_reaching
 from batchlab.analysis.sweeps import Cell, mean_and_band
+from batchlab.report.labels import metric_label, metric_text
 
 MIN_EPOCHS_FOR_EPOCH_NOISE = 10
 """Below this many epochs, per-epoch noise is not reported (a running median needs points around it)."""
@@ -22,21 +23,6 @@ RUN_COLUMNS = ("run", "batch", "lr", "status", "upd/epoch", "updates", "train s"
 RUNS_CAPTION = ("noise = residual std of log-loss around a centred running median: per-epoch train and test "
                 f"loss (window {EPOCH_NOISE_WINDOW} epochs), per-step minibatch loss (window {STEP_NOISE_WINDOW} "
                 "steps); train s = training time without compile")
-
-
-def metric_label(task: str) -> str:
-    """How tables and text name the metric stored in the `*_acc` fields: `acc`, or `R²` for regression."""
-    return "R²" if task == "regression" else "acc"
-
-
-def metric_text(value: float, task: str) -> str:
-    """A metric value as shown: a percentage for accuracy, four decimals for R²."""
-    return f"{value:.4f}" if task == "regression" else f"{value:.1%}"
-
-
-def loss_name(task: str) -> str:
-    """What the loss is, for axis labels."""
-    return "squared error, standardized target" if task == "regression" else "cross-entropy loss"
 
 
 def run_columns(task: str = "classification") -> tuple[str, ...]:
@@ -124,9 +110,9 @@ def _noise(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) -> st
                   f"at all ({st_l:.4f})")
     else:
         step_l = f"against {st_l:.4f} for {l_name}: {_ratio(st_s, st_l)} as much"
-    parts = [f"Which curve is noisy? {_upper_first(s_name)}: each of its updates follows the gradient of {examples}. "
-             f"Its minibatch losses jitter step to step by {st_s:.3f} (residual std of log-loss around a running "
-             f"median), {step_l}."]
+    parts = [(f"Which curve is noisy? {_upper_first(s_name)}: each of its updates follows the gradient of {examples}. "
+              f"Its minibatch losses jitter step to step by {st_s:.3f} (residual std of log-loss around a running "
+              f"median), {step_l}.")]
     e_s, e_l = small.mean("epoch_noise"), large.mean("epoch_noise")
     t_s, t_l = small.mean("test_epoch_noise"), large.mean("test_epoch_noise")
     n_epochs = min(len(small.train_loss), len(large.train_loss)) - 1
@@ -144,7 +130,7 @@ def _noise(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str) -> st
 def _time(small: BatchGroup, large: BatchGroup, s_name: str, l_name: str, device: str) -> str:
     u_s, u_l = small.mean("total_updates"), large.mean("total_updates")
     t_s, t_l = small.mean("wall_time_s"), large.mean("wall_time_s")
-    longer, shorter, t_long, t_short = (s_name, l_name, t_s, t_l) if t_s >= t_l else (l_name, s_name, t_l, t_s)
+    longer, t_long, t_short = (s_name, t_s, t_l) if t_s >= t_l else (l_name, t_l, t_s)
     per_s, per_l = t_s / u_s * 1e6, t_l / u_l * 1e6
     return (f"Which took longer? {_upper_first(s_name)} made {small.runs[0].updates_per_epoch:,} updates per epoch, "
             f"{u_s:,.0f} in all, against {large.runs[0].updates_per_epoch:,} per epoch and {u_l:,.0f} in all for "

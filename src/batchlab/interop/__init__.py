@@ -1,0 +1,1 @@
+"""Other tools' formats: loss histories they wrote (logs), and exports of a study to them (export)."""

@@ -1,0 +1,48 @@
+"""CSV export: runs.csv, epochs.csv and steps.csv (the tables of `batchlab.store.tables`; a missing value is empty)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from batchlab.store.db import require_directory_path
+from batchlab.store.tables import TABLE_NAMES, Columns, read_tables
+
+
+def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
+    """Write runs.csv (wall_time_s is training time without compile), epochs.csv and steps.csv into `to`.
+
+    Example::
+
+        batchlab.export_csv("runs/wine", "out/")   # [out/runs.csv, out/epochs.csv, out/steps.csv]
+    """
+    out = Path(to)
+    require_directory_path("to", out)
+    tables = read_tables(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in TABLE_NAMES:
+        paths.append(out / f"{name}.csv")
+        write_csv(paths[-1], tables[name])
+    return paths
+
+
+def write_csv(path: Path, columns: Columns) -> None:
+    cells = [[_cell(v) for v in values] for values in columns.values()]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(*cells))
+
+
+def _cell(v: object) -> object:
+    """Integers as integers, floats as their shortest exact repr, NaN and None as an empty cell."""
+    if v is None:
+        return ""
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, float | np.floating):
+        return repr(float(v)) if np.isfinite(v) else ""
+    return v

@@ -1,0 +1,82 @@
+"""The driver's side of training: groups become tasks (with their last checkpoint) and messages become store rows.
+
+The recorder is the only writer of the store. Records of an epoch the store already has (a retried task
+replaying) are skipped.
+"""
+
+from __future__ import annotations
+
+from batchlab.data.dataset import Dataset
+from batchlab.runner.plan import PlannedGroup
+from batchlab.runner.progress import Progress
+from batchlab.runner.tasks import EpochDone, GroupDone, GroupTask, Message
+from batchlab.spec import updates_per_epoch
+from batchlab.store.db import EpochRow, GroupCheckpoint, Store
+from batchlab.train.contract import Checkpoint, Group
+
+
+class Recorder:
+    """Turns groups into tasks (with their last checkpoint) and messages into store rows (see the module)."""
+
+    def __init__(self, store: Store, groups: list[PlannedGroup], n_train: int, progress: Progress | None, *,
+                 checkpoints: bool = True):
+        self.store, self.n_train, self.progress, self.checkpoints = store, n_train, progress, checkpoints
+        self.groups = {g.group_id: g for g in groups}
+        self.last_epoch: dict[str, int] = {}
+        self.started: set[str] = set()
+
+    def task(self, g: PlannedGroup, data: Dataset) -> GroupTask:
+        saved = self.store.checkpoint(g.group_id)
+        self.last_epoch[g.group_id] = -1 if saved is None else saved.epoch
+        resume = None if saved is None else Checkpoint(saved.epoch, saved.wall_time_s, saved.leaves, saved.active)
+        p = g.point
+        group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
+                      tuple(r.order_seed for r in g.runs),
+                      warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
+                      warmup_epochs=p.warmup_epochs)
+        return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoints)
+
+    def handle(self, message: Message) -> None:
+        if isinstance(message, EpochDone):
+            self._epoch(message)
+        elif isinstance(message, GroupDone):
+            self._done(message)
+
+    def _epoch(self, m: EpochDone) -> None:
+        g, rec = self.groups[m.group_id], m.record
+        if rec.epoch <= self.last_epoch[m.group_id]:
+            return
+        if m.group_id not in self.started:
+            self.started.add(m.group_id)
+            self.store.mark_runs([r.run_id for r in g.runs], status="running")
+            if self.progress:
+                self.progress.start_group(m.group_id, batch_size=g.batch_size, epochs=g.epochs,
+                                          steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
+                                          n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
+        gns = rec.probe or [None] * len(g.runs)
+        rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
+                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i])
+                for i, r in enumerate(g.runs) if rec.active[i]]
+        cp = rec.checkpoint
+        self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
+                               compile_time_s=m.compile_time_s,
+                               checkpoint=None if cp is None else
+                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
+        self.last_epoch[m.group_id] = rec.epoch
+        if self.progress and rec.epoch > 0:
+            self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,
+                                     diverged=int(rec.diverged.sum()))
+
+    def _done(self, m: GroupDone) -> None:
+        g = self.groups[m.group_id]
+        for r, params in zip(g.runs, m.final_params):
+            self.store.save_params(r.run_id, params, kind="final")
+        self.store.write_run_metrics({r.run_id: metrics for r, metrics in zip(g.runs, m.end_metrics) if metrics})
+        self.store.finish_runs([r.run_id for r in g.runs], status="completed" if m.finished else "interrupted")
+        if self.progress:
+            self.progress.end_group(m.group_id)
+
+    def mark_unfinished(self) -> None:
+        """Runs of groups that started but did not finish (a stop request, a lost worker) become interrupted."""
+        for gid in self.started:
+            self.store.mark_runs([r.run_id for r in self.groups[gid].runs], status="interrupted")

@@ -1,0 +1,1 @@
+"""The study store: one SQLite file plus parameter snapshots, and the tables read from it."""

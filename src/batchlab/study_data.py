@@ -1,0 +1,87 @@
+"""A study read back from its directory, as plain data: what the report, the tables and the API work from.
+
+:class:`StudyData` is frozen: the store's runs, per-epoch arrays, per-step losses and end-of-training
+measurements, loaded once, plus the per-run summaries and the scaling analysis (computed once per target and
+cached). It knows nothing of figures or text (:mod:`batchlab.report` takes it as input); the Python API's
+:class:`batchlab.results.StudyResults` adds the presentation methods on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from batchlab.analysis.runs import RunSummary, summarize_run
+from batchlab.analysis.study import StudyAnalysis, analyze
+from batchlab.analysis.sweeps import Cell, aggregate, best_lr_per_batch_size
+from batchlab.store.db import Store
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Everything a study recorded, loaded once from the store (see the module docstring)."""
+
+    directory: Path
+    meta: dict[str, Any]
+    summaries: list[RunSummary]
+    epochs: dict[str, dict[str, np.ndarray]]
+    steps: dict[str, tuple[np.ndarray, np.ndarray]]
+    end_metrics: dict[str, dict[str, float]]
+    """End-of-training measurements per run (top Hessian eigenvalue, Hessian trace, ...)."""
+    _analyses: dict[tuple[str, float | None], StudyAnalysis] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        store = Store.open(directory)
+        try:
+            runs = [r for r in store.runs() if r["epochs_done"] > 0 or r["status"] != "pending"]
+            epochs = {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
+            steps = {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}
+            runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]
+            summaries = [summarize_run(r, epochs[r["run_id"]], steps[r["run_id"]][1]) for r in runs]
+            return cls(Path(directory), store.meta(), summaries, epochs, steps, store.run_metrics())
+        finally:
+            store.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.directory)!r}, runs={len(self.summaries)})"
+
+    @property
+    def n_train(self) -> int:
+        return int(self.meta["dataset"]["n_train"])
+
+    @property
+    def task(self) -> str:
+        """`classification` or `regression`: whether the `*_acc` curves hold accuracy or R²."""
+        return str(self.meta["dataset"].get("task", "classification"))
+
+    @property
+    def setup(self) -> str:
+        """One line describing the controlled setup, for figure titles."""
+        spec, ds = self.meta["spec"], self.meta["dataset"]
+        opt = spec["optimizer"] + (f" (momentum {spec['momentum']})" if spec["optimizer"] == "momentum" else "")
+        rule = "" if spec["lr_scaling"] == "none" else f", {spec['lr_scaling']} lr scaling from B={spec['base_batch_size']}"
+        return (f"{ds['name']} (N = {ds['n_train']:,} train, {ds['n_test']:,} test), {self.meta['model']}, "
+                f"{opt}{rule}")
+
+    @property
+    def cells(self) -> list[Cell]:
+        """Per (batch size, learning rate): seeds aggregated (see `batchlab.analysis.sweeps`)."""
+        return aggregate(self.summaries)
+
+    def best_runs(self) -> list[RunSummary]:
+        """The runs at each batch size's best learning rate (all runs when the study has one rate)."""
+        best = best_lr_per_batch_size(self.cells)
+        return [s for s in self.summaries if best.get(s.batch_size) == s.lr]
+
+    def analysis(self, *, target_metric: str = "train_loss", target: float | None = None) -> StudyAnalysis:
+        """Steps-to-target, the S(B) fit, noise scale, gaps and curvature (see `batchlab.analysis.study`),
+        computed once per (metric, target)."""
+        key = (target_metric, target)
+        if key not in self._analyses:
+            self._analyses[key] = analyze(self.summaries, self.epochs, self.end_metrics, compared=self.best_runs(),
+                                          target_metric=target_metric, target=target)
+        return self._analyses[key]

@@ -1,0 +1,226 @@
+"""What every training backend shares: the group, its records and checkpoints, and the one epoch loop.
+
+A group is the replicas of one batch size trained together (one vmapped program in JAX, one torch.func vmap in
+PyTorch). A backend (:mod:`batchlab.train.jax_engine`, :mod:`batchlab.train.torch_engine`) provides the
+:class:`Backend` operations: the initial state, one epoch, an evaluation, the parameters. :class:`GroupRun`
+drives any backend through the same loop: the evaluation before training (epoch 0), resuming from a checkpoint,
+divergence (a replica's first non-finite loss), the probes' schedule with the training clock paused while they
+measure, checkpoints, and a stop request honoured at an epoch boundary. Read :meth:`GroupRun.epochs_iter` top to
+bottom: it is the training loop of batchlab.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+EVAL_CHUNK = 16_384
+"""Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
+
+Metrics = list[np.ndarray]
+"""(train loss, train metric, test loss, test metric), each (replicas,), on the host."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """The replicas trained together: one batch size; per replica a learning rate and a seed pair.
+
+    With `warmup_epochs` > 0 each replica's rate ramps linearly from `warmup_from` to its `lrs` value over that
+    many epochs (Goyal et al. 2017's gradual warmup), then stays there."""
+
+    batch_size: int
+    lrs: tuple[float, ...]
+    init_seeds: tuple[int, ...]
+    order_seeds: tuple[int, ...]
+    warmup_from: tuple[float, ...] | None = None
+    warmup_epochs: int = 0
+
+    @property
+    def n_replicas(self) -> int:
+        return len(self.lrs)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A group's state after `epoch` epochs: enough to continue exactly where it stopped. `leaves` are the
+    leaves of (params, optimizer state) with the replica axis first, as NumPy arrays."""
+
+    epoch: int
+    wall_time_s: float
+    leaves: list[np.ndarray]
+    active: np.ndarray
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch produced for every replica of a group (arrays have the replica axis first)."""
+
+    epoch: int
+    """0 is the evaluation before any update."""
+    updates: int
+    """Optimizer steps taken so far by each replica: epoch * ceil(N / B)."""
+    examples_seen: int
+    """Training examples processed so far by each replica: epoch * N."""
+    wall_time_s: float
+    """Training time since the first update, results ready, compile time excluded."""
+    step_losses: np.ndarray
+    """(replicas, ceil(N/B)) minibatch losses of this epoch's steps; (replicas, 0) at epoch 0."""
+    train_loss: np.ndarray
+    train_acc: np.ndarray
+    """Accuracy for classification, R^2 for regression (see `batchlab.models.tasks`); likewise `test_acc`."""
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    diverged: np.ndarray
+    """(replicas,) bool: the replica met its first non-finite loss in this epoch."""
+    active: np.ndarray
+    """(replicas,) bool: the replica was still training in this epoch (not diverged before it)."""
+    checkpoint: Checkpoint | None = field(default=None, repr=False)
+    """The state after this epoch, when the caller asked for checkpoints."""
+    probe: Any = None
+    """What the group's `probe` measured at this epoch's parameters, when it was due."""
+
+
+EVAL_CHUNK = 16_384
+"""Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
+
+
+class Backend(Protocol):
+    """One group's training in one framework. States are opaque to the loop: (params, optimizer state) in
+    whatever form the backend keeps them, replica axis first."""
+
+    asynchronous: bool
+    """Whether :meth:`dispatch` returns before the epoch is computed (JAX's asynchronous dispatch), so the loop
+    can queue the next epoch before reading this one on the host."""
+    compile_time_s: float
+    """One-off set-up cost (compilation), kept out of the training time."""
+
+    def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
+        """The state before the first epoch: `initial_params` (stacked; None: the model's own initialisation
+        from the group's init seeds), or exactly the state a checkpoint holds."""
+
+    def prepare(self, state: Any, first_epoch: int) -> None:
+        """Compile (or warm up) whatever the epochs need; adds its cost to `compile_time_s`."""
+
+    def evaluate(self, state: Any) -> Metrics:
+        """Full-set train and test loss and metric of every replica, on the host."""
+
+    def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
+        """Start epoch `epoch` (1-based) from `state`: (the state after it, its outputs for :meth:`fetch`)."""
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
+        """An epoch's (replicas, steps) minibatch losses and its evaluation, on the host (waits for them)."""
+
+    def block(self, state: Any) -> None:
+        """Wait until `state` is computed."""
+
+    def params(self, state: Any) -> Any:
+        """The stacked parameters of `state`, as the probes and the final snapshot take them."""
+
+    def leaves(self, state: Any) -> list[np.ndarray]:
+        """Every array of `state` (parameters, then optimizer state), on the host, for a checkpoint."""
+
+
+Probe = Callable[[Any, np.ndarray], Any]
+"""probe(stacked params, active mask) -> per-replica measurements (e.g. the gradient noise scale)."""
+
+
+@dataclass
+class GroupRun:
+    """A group's training on any backend: call :meth:`epochs_iter` (a generator of records) or :meth:`train`."""
+
+    backend: Backend
+    n_replicas: int
+    epochs: int
+    """Epochs to train (passes over the training set)."""
+    n_train: int
+    steps_per_epoch: int
+    """Optimizer updates per epoch, ceil(N / B)."""
+    probe: Probe | None = None
+    """Called at epochs where :meth:`probe_due`; its time is excluded from the training time."""
+    probe_every: int = 0
+    final_params: Any = None
+    """The stacked parameters after the last epoch that ran."""
+    finished: bool = False
+    """After :meth:`epochs_iter`: True when every epoch ran (or every replica diverged), False after a stop."""
+
+    @property
+    def compile_time_s(self) -> float:
+        return self.backend.compile_time_s
+
+    def probe_due(self, epoch: int) -> bool:
+        """Epoch 0, every `probe_every` epochs, and the last epoch."""
+        return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
+
+    def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
+                    resume: Checkpoint | None = None, checkpoints: bool = False) -> Iterator[EpochRecord]:
+        """Yield epoch 0 (before any update; skipped when resuming) and each epoch after, up to `epochs`.
+        `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record. Afterwards
+        `finished` is False if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
+        backend = self.backend
+        self.finished = False
+        state = backend.initial_state(initial_params, resume)
+        first = 1 if resume is None else resume.epoch + 1
+        backend.prepare(state, first)
+        active = np.ones(self.n_replicas, bool) if resume is None else resume.active.copy()
+        wall_offset = 0.0 if resume is None else resume.wall_time_s
+        self.final_params = backend.params(state)
+
+        def snapshot(epoch: int, wall: float, state: Any) -> Checkpoint | None:
+            return Checkpoint(epoch, wall, backend.leaves(state), active.copy()) if checkpoints else None
+
+        if resume is None:
+            train_loss, train_acc, test_loss, test_acc = backend.evaluate(state)
+            none = np.zeros(self.n_replicas, bool)
+            probe = self.probe(self.final_params, active) if self.probe is not None and self.probe_due(0) else None
+            yield EpochRecord(epoch=0, updates=0, examples_seen=0, wall_time_s=0.0,
+                              step_losses=np.zeros((self.n_replicas, 0), np.float32), train_loss=train_loss,
+                              train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, diverged=none,
+                              active=active.copy(), checkpoint=snapshot(0, 0.0, state), probe=probe)
+
+        t0 = time.perf_counter()
+        pending = None
+        for epoch in range(first, self.epochs + 1):
+            state, outputs = pending if pending is not None else backend.dispatch(state, epoch)
+            pending = None
+            probing = self.probe is not None and self.probe_due(epoch)
+            stop = epoch < self.epochs and should_stop()
+            probe = None
+            if probing:  # measure at fixed parameters, with the clock paused and nothing else queued
+                backend.block(state)
+                wall = wall_offset + time.perf_counter() - t0
+                paused = time.perf_counter()
+                probe = self.probe(backend.params(state), active)  # type: ignore[misc]
+                t0 += time.perf_counter() - paused
+            # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
+            # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
+            if backend.asynchronous and epoch < self.epochs and not stop:
+                pending = backend.dispatch(state, epoch + 1)
+            step_losses, metrics = backend.fetch(outputs)  # the one device-to-host transfer of the epoch
+            if not probing:
+                wall = wall_offset + time.perf_counter() - t0
+            finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
+            diverged = active & ~finite
+            active &= ~diverged
+            self.final_params = backend.params(state)
+            train_loss, train_acc, test_loss, test_acc = metrics
+            yield EpochRecord(epoch=epoch, updates=epoch * self.steps_per_epoch, examples_seen=epoch * self.n_train,
+                              wall_time_s=wall, step_losses=step_losses, train_loss=train_loss, train_acc=train_acc,
+                              test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
+                              checkpoint=snapshot(epoch, wall, state), probe=probe)
+            if stop:
+                return
+            if not active.any():
+                break
+        self.finished = True
+
+    def train(self, on_epoch: Callable[[EpochRecord], None], should_stop: Callable[[], bool] = lambda: False, *,
+              initial_params: Any = None, resume: Checkpoint | None = None, checkpoints: bool = False) -> bool:
+        """Run :meth:`epochs_iter`, handing each record to `on_epoch`; returns whether all epochs ran."""
+        for record in self.epochs_iter(should_stop, initial_params=initial_params, resume=resume,
+                                       checkpoints=checkpoints):
+            on_epoch(record)
+        return self.finished

@@ -1,0 +1,176 @@
+"""The JAX backend: one jit-compiled `lax.scan` per epoch, all replicas of a batch size vmapped together.
+
+Read it top to bottom: the optimizer, the minibatch step, the epoch (a scan over the minibatches of one
+shuffling, then a full evaluation), the vmap over replicas, and :class:`JaxBackend`, the operations the shared
+epoch loop (:class:`batchlab.train.contract.GroupRun`) calls. Data live on the device once; step losses stay
+there during the epoch and cross to the host once per epoch; dispatch is asynchronous, so the loop queues epoch
+e + 1 before it reads epoch e. The engine knows nothing of SQLite or figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from batchlab.data.dataset import Dataset
+from batchlab.models.jax import Model
+from batchlab.models.tasks import CLASSIFICATION, Task, get_task
+from batchlab.spec import updates_per_epoch
+from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics
+from batchlab.train.order import epoch_permutation
+
+
+def make_optimizer(name: str, *, momentum: float) -> Callable[[jax.Array], optax.GradientTransformation]:
+    """A factory lr -> optax transform whose learning rate lives in its state, so it can differ per replica
+    and change per step (warmup)."""
+    factories = {
+        "sgd": lambda learning_rate: optax.sgd(learning_rate),
+        "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=momentum),
+        "adam": lambda learning_rate: optax.adam(learning_rate),
+    }
+    return optax.inject_hyperparams(factories[name])
+
+
+def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
+             task: Task = CLASSIFICATION) -> tuple[jax.Array, jax.Array]:
+    """Mean loss and metric of `params` on (x, y) for the task (cross-entropy and accuracy, or squared error and
+    R^2), in chunks of EVAL_CHUNK rows (`lax.map`) so that memory stays flat however large the data."""
+    n = x.shape[0]
+    if n <= EVAL_CHUNK:
+        outputs = model.apply(params, x)
+        return jnp.mean(task.loss(outputs, y)), task.metric(jnp.mean(task.score(outputs, y)), y)
+    chunks = -(-n // EVAL_CHUNK)
+    pad = chunks * EVAL_CHUNK - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]).reshape(chunks, EVAL_CHUNK, x.shape[1])
+    ys = jnp.concatenate([y, jnp.zeros(pad, y.dtype)]).reshape(chunks, EVAL_CHUNK)
+    mask = (jnp.arange(chunks * EVAL_CHUNK) < n).reshape(chunks, EVAL_CHUNK)
+
+    def one(batch):
+        xc, yc, mc = batch
+        outputs = model.apply(params, xc)
+        return jnp.sum(task.loss(outputs, yc) * mc), jnp.sum(task.score(outputs, yc) * mc)
+
+    loss_sums, score_sums = jax.lax.map(one, (xs, ys, mask))
+    return jnp.sum(loss_sums) / n, task.metric(jnp.sum(score_sums) / n, y)
+
+
+def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,
+                   warmup_steps: int = 0, task: Task = CLASSIFICATION) -> Callable:
+    """The vmapped function (params, opt_state, order_seed, lr_from, lr_to, epoch, data) -> one epoch's results."""
+    steps = updates_per_epoch(n_train, batch_size)
+    padded = steps * batch_size
+
+    def minibatch_loss(params, x, y, mask):
+        # Mean over the real examples only: the padded tail of the last, partial batch has mask 0.
+        return jnp.sum(task.loss(model.apply(params, x), y) * mask) / jnp.sum(mask)
+
+    def epoch(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, x_train, y_train, x_test, y_test):
+        perm = epoch_permutation(order_seed, epoch_idx, n_train)
+        index = jnp.concatenate([perm, jnp.zeros(padded - n_train, perm.dtype)]).reshape(steps, batch_size)
+        mask = (jnp.arange(padded) < n_train).astype(jnp.float32).reshape(steps, batch_size)
+        step_numbers = (epoch_idx - 1) * steps + jnp.arange(steps)
+
+        def step(carry, batch):
+            params, opt_state = carry
+            idx, m, t = batch
+            if warmup_steps:  # linear ramp lr_from -> lr_to over the first warmup_steps updates
+                lr = lr_from + (lr_to - lr_from) * jnp.minimum(1.0, t / warmup_steps)
+                opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+            loss, grads = jax.value_and_grad(minibatch_loss)(params, x_train[idx], y_train[idx], m)
+            updates, opt_state = optimizer(0.0).update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, opt_state), step_losses = jax.lax.scan(step, (params, opt_state), (index, mask, step_numbers))
+        metrics = (*evaluate(model, params, x_train, y_train, task=task),
+                   *evaluate(model, params, x_test, y_test, task=task))
+        return params, opt_state, step_losses, metrics
+
+    return jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
+
+
+def build_eval_fn(model: Model, task: Task = CLASSIFICATION) -> Callable:
+    """Vmapped (params, data) -> (train loss, train metric, test loss, test metric) per replica."""
+
+    def evaluate_all(params, x_train, y_train, x_test, y_test):
+        return (*evaluate(model, params, x_train, y_train, task=task),
+                *evaluate(model, params, x_test, y_test, task=task))
+
+    return jax.vmap(evaluate_all, in_axes=(0, None, None, None, None))
+
+
+@dataclass
+class JaxBackend:
+    """:class:`batchlab.train.contract.Backend` for a JAX model: the state is (params, optimizer state) as
+    device arrays with the replica axis first."""
+
+    model: Model
+    data: Dataset
+    group: Group
+    optimizer: str
+    momentum: float
+    device: jax.Device
+    asynchronous: bool = True
+    compile_time_s: float = 0.0
+    _arrays: list[jax.Array] = field(default_factory=list, repr=False)
+    _per_replica: tuple[jax.Array, ...] = field(default=(), repr=False)
+    _compiled: Any = field(default=None, repr=False)
+
+    def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
+        g, d = self.group, self.data
+        with jax.default_device(self.device):
+            self._arrays = [jax.device_put(a, self.device) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]
+            opt = make_optimizer(self.optimizer, momentum=self.momentum)
+            lr_to = jnp.asarray(g.lrs, jnp.float32)
+            lr_from = jnp.asarray(g.warmup_from or g.lrs, jnp.float32)
+            params = initial_params if initial_params is not None else self.model.init_replicas(g.init_seeds)
+            opt_state = jax.vmap(lambda p, lr: opt(lr).init(p))(params, lr_from if g.warmup_epochs else lr_to)
+            if resume is not None:
+                treedef = jax.tree_util.tree_structure((params, opt_state))
+                params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in resume.leaves])
+            self._per_replica = (jnp.asarray(g.order_seeds, jnp.uint32), lr_from, lr_to)
+        return params, opt_state
+
+    def prepare(self, state: Any, first_epoch: int) -> None:
+        g, d = self.group, self.data
+        steps = updates_per_epoch(d.n_train, g.batch_size)
+        with jax.default_device(self.device):
+            t0 = time.perf_counter()
+            opt = make_optimizer(self.optimizer, momentum=self.momentum)
+            epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=g.batch_size,
+                                              warmup_steps=g.warmup_epochs * steps, task=get_task(d.task)))
+            self._compiled = epoch_fn.lower(*state, *self._per_replica, np.int32(1), *self._arrays).compile()
+            self.compile_time_s = time.perf_counter() - t0
+
+    def evaluate(self, state: Any) -> Metrics:
+        with jax.default_device(self.device):
+            t0 = time.perf_counter()
+            metrics = [np.asarray(m) for m in
+                       jax.jit(build_eval_fn(self.model, get_task(self.data.task)))(state[0], *self._arrays)]
+            self.compile_time_s += time.perf_counter() - t0  # evaluation compile, once per group
+        return metrics
+
+    def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
+        """Asynchronous: returns device futures at once."""
+        params, opt_state, step_losses, metrics = self._compiled(*state, *self._per_replica, np.int32(epoch),
+                                                                 *self._arrays)
+        return (params, opt_state), (step_losses, metrics)
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
+        step_losses, metrics = outputs
+        return np.asarray(step_losses), [np.asarray(m) for m in metrics]
+
+    def block(self, state: Any) -> None:
+        jax.block_until_ready(state[0])
+
+    def params(self, state: Any) -> Any:
+        return state[0]
+
+    def leaves(self, state: Any) -> list[np.ndarray]:
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]

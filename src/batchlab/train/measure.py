@@ -1,0 +1,130 @@
+"""Measurements a group takes besides its losses, for any backend: the gradient noise scale during training and
+curvature at the end, written once over the small gradient interface each backend's probes provide
+(:class:`batchlab.train.probes.jax.JaxProbes`, :class:`batchlab.train.probes.torch.TorchProbes`).
+
+The gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) is measured at fixed parameters:
+`exact` streams per-example gradients over the whole training set, keeping only their sum and the sum of their
+squared norms (memory ~ chunk x P, not N x P), so tr(Sigma) = mean_i |g_i|^2 - |G|^2 (Sigma normalised by 1/N,
+as in :func:`batchlab.analysis.gns.b_simple_exact`); `estimate` uses the unbiased two-batch estimator from k
+disjoint microbatch gradients (:func:`batchlab.analysis.gns.b_simple_two_batch`). Curvature (top Hessian
+eigenvalue by power iteration, Hessian trace by Hutchinson's estimator, optionally epsilon-sharpness) is
+measured on at most CURVATURE_EXAMPLES training examples (:mod:`batchlab.train.probes.curvature`).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+from batchlab.analysis.gns import b_simple_two_batch
+from batchlab.data.dataset import Dataset
+from batchlab.train.probes.curvature import hutchinson_trace, power_iteration
+
+EXACT_MAX_EXAMPLES = 20_000
+"""`auto` uses the exact noise scale up to this many training examples, the estimate above."""
+CHUNK = 256
+"""Examples per chunk of streamed per-example gradients."""
+MICROBATCH_SIZE, MICROBATCHES = 32, 64
+"""Estimate mode: k = MICROBATCHES disjoint microbatches of MICROBATCH_SIZE examples (fewer for small data)."""
+CURVATURE_EXAMPLES = 4096
+POWER_ITERATIONS, TRACE_SAMPLES = 50, 30
+"""Curvature at the end: at most this many power iterations, this many Hutchinson vectors."""
+EPSILON = 1e-3
+"""The box size of epsilon-sharpness (Keskar et al. 2017)."""
+
+GnsRow = tuple[float, float, float, float, float]
+"""(b_simple, b_simple_low, b_simple_high, |G|^2, tr(Sigma)) of one replica at one epoch."""
+
+
+class Probes(Protocol):
+    """What a backend provides for the measurements: gradients and Hessian-vector products of the task's mean
+    loss at one replica's flattened parameters theta (see the two implementations)."""
+
+    def replica(self, stacked: Any, i: int) -> Any: ...
+    def flat_params(self, params: Any) -> Any: ...
+    def data(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]: ...
+    def per_example_sums(self, theta: Any, x: np.ndarray, y: np.ndarray, *,
+                         chunk: int) -> tuple[float, np.ndarray]: ...
+    def microbatch_gradients(self, theta: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray: ...
+    def hvp(self, theta: Any, v: np.ndarray, x: Any, y: Any) -> np.ndarray: ...
+    def quadratic_forms(self, theta: Any, vs: np.ndarray, x: Any, y: Any) -> np.ndarray: ...
+
+
+def gns_mode(requested: str, n_train: int) -> str:
+    if requested == "auto":
+        return "exact" if n_train <= EXACT_MAX_EXAMPLES else "estimate"
+    return requested
+
+
+class GroupMeasurements:
+    """A group's measurements, called with its stacked parameters and its active mask."""
+
+    def __init__(self, probes: Probes, data: Dataset, *, gns: str, seed: int = 0):
+        self.probes, self.data, self.mode, self.seed = probes, data, gns_mode(gns, data.n_train), seed
+
+    def gns(self, stacked_params: Any, active: np.ndarray) -> list[GnsRow | None]:
+        """Per replica (b_simple, low, high, |G|^2, tr(Sigma)); None for replicas no longer training."""
+        out: list[GnsRow | None] = []
+        for i, alive in enumerate(active):
+            if not alive:
+                out.append(None)
+                continue
+            theta = self.probes.flat_params(self.probes.replica(stacked_params, i))
+            out.append(self._exact(theta) if self.mode == "exact" else self._estimate(theta))
+        return out
+
+    def _exact(self, theta: Any) -> GnsRow:
+        n = self.data.n_train
+        total_sq, total = self.probes.per_example_sums(theta, self.data.x_train, self.data.y_train, chunk=CHUNK)
+        grad_sq_norm = float(np.sum((total / n) ** 2))
+        trace_sigma = max(total_sq / n - grad_sq_norm, 0.0)
+        b = trace_sigma / grad_sq_norm if grad_sq_norm > 0 else math.inf
+        return b, b, b, grad_sq_norm, trace_sigma
+
+    def _estimate(self, theta: Any) -> GnsRow:
+        n = self.data.n_train
+        b = MICROBATCH_SIZE if n >= 2 * MICROBATCH_SIZE else 1
+        k = min(MICROBATCHES, n // b)
+        index = microbatch_index(n, microbatch_size=b, k=k, seed=self.seed)
+        grads = self.probes.microbatch_gradients(theta, self.data.x_train[index], self.data.y_train[index])
+        est = b_simple_two_batch(grads, b, n_train=n, seed=self.seed)
+        return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
+
+    def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:
+        """Per replica: top Hessian eigenvalue (with its iteration count and whether power iteration converged),
+        Hessian trace (and its standard error), optionally epsilon-sharpness, on a fixed subsample of the
+        training set; {} for diverged replicas."""
+        n = self.data.n_train
+        rows = np.random.default_rng(self.seed).permutation(n)[:CURVATURE_EXAMPLES] if n > CURVATURE_EXAMPLES \
+            else np.arange(n)
+        x, y = self.data.x_train[rows], self.data.y_train[rows]
+        xd, yd = self.probes.data(x, y)
+        out: list[dict[str, float]] = []
+        for i, alive in enumerate(active):
+            if not alive:
+                out.append({})
+                continue
+            params = self.probes.replica(stacked_params, i)
+            theta = self.probes.flat_params(params)
+            dim = int(np.prod(theta.shape))
+            top = power_iteration(partial(self.probes.hvp, theta, x=xd, y=yd), dim, iters=POWER_ITERATIONS,
+                                  seed=self.seed)
+            trace = hutchinson_trace(partial(self.probes.quadratic_forms, theta, x=xd, y=yd), dim,
+                                     samples=TRACE_SAMPLES, seed=self.seed)
+            metrics = {"top_eigenvalue": top.eigenvalue, "top_eigenvalue_iterations": float(top.iterations),
+                       "top_eigenvalue_converged": float(top.converged), "hessian_trace": trace.mean,
+                       "hessian_trace_stderr": trace.stderr, "curvature_examples": float(len(rows))}
+            sharpness = getattr(self.probes, "epsilon_sharpness", None)
+            if eps_sharpness and sharpness is not None:
+                metrics["eps_sharpness"] = sharpness(params, x, y, epsilon=EPSILON)
+            out.append(metrics)
+        return out
+
+
+def microbatch_index(n: int, *, microbatch_size: int, k: int, seed: int) -> np.ndarray:
+    """(k, microbatch_size) row indices of k disjoint microbatches drawn without replacement from n rows by
+    `numpy.random.default_rng(seed)` (the same for every backend)."""
+    return np.random.default_rng(seed).permutation(n)[:k * microbatch_size].reshape(k, microbatch_size)

@@ -1,0 +1,214 @@
+"""The PyTorch backend: a user's `nn.Module` trained under the same controlled comparison as the JAX engine.
+
+What matches the JAX engine (:mod:`batchlab.train.jax_engine`), so the two backends can be compared run for run:
+
+- the data order: epoch e of order seed s is :func:`batchlab.train.order.epoch_permutation`, batches are
+  consecutive chunks of it, the last partial batch is kept and its loss is the mean over its real examples;
+- the optimizers, written out as optax defines them (not torch.optim): `sgd` p <- p - lr g; `momentum`
+  (optax.sgd(lr, momentum=m), the same as torch.optim.SGD with dampening 0) v <- g + m v, p <- p - lr v with
+  v starting at 0; `adam` (optax.adam, b1 0.9, b2 0.999, eps 1e-8 outside the square root, as torch.optim.Adam)
+  m <- b1 m + (1 - b1) g, v <- b2 v + (1 - b2) g^2, p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps);
+  warmup ramps the rate per step as the engine does;
+- the records: the shared epoch loop (:class:`batchlab.train.contract.GroupRun`) drives both backends.
+
+How: all replicas of a group train together, `torch.func.vmap` over `torch.func.grad_and_value` of a
+`torch.func.functional_call` of one module with each replica's parameters (no Python loop over replicas). The
+module is in training mode for updates and evaluation mode for the full-set losses; vmap draws different
+random numbers per replica (dropout). PyTorch runs eagerly (dispatch computes the epoch before it returns):
+`compile_time_s` is the one-off cost of the first calls (torch.func's lazy set-up, ~1-2 s), kept out of the
+training time as the JAX engine's compile time is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from batchlab.data.dataset import Dataset
+from batchlab.models.tasks import torch_task_loss
+from batchlab.models.torch import TorchModel, import_torch, torch_device
+from batchlab.spec import updates_per_epoch
+from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics
+from batchlab.train.order import epoch_permutation
+
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+"""optax.adam's defaults (torch.optim.Adam's too)."""
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """optax's sgd, momentum (trace) and adam as pure updates of stacked tensors (replica axis first), with a
+    learning rate per replica. The state is a list of tensors in a fixed order (for checkpoints)."""
+
+    name: str
+    momentum: float
+
+    def init(self, params: dict[str, Any]) -> list[Any]:
+        torch = import_torch()
+        zeros = [torch.zeros_like(p) for p in params.values()]
+        count = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.int32, device=zeros[0].device)
+        return {"sgd": [], "momentum": zeros, "adam": [count, *zeros, *[z.clone() for z in zeros]]}[self.name]
+
+    def step(self, params: dict[str, Any], grads: dict[str, Any], lr: Any,
+             state: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """(new parameters, new state) after one update with per-replica learning rates `lr` (replicas,)."""
+        torch = import_torch()
+        names = list(params)
+
+        def per_replica(v: Any, like: Any) -> Any:
+            return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+        if self.name == "sgd":
+            directions = [grads[n] for n in names]
+        elif self.name == "momentum":
+            state = [grads[n] + self.momentum * t for n, t in zip(names, state)]
+            directions = state
+        else:
+            k = len(names)
+            count, mu, nu = state[0] + 1, state[1:1 + k], state[1 + k:]
+            mu = [(1 - ADAM_B1) * grads[n] + ADAM_B1 * m for n, m in zip(names, mu)]
+            nu = [(1 - ADAM_B2) * grads[n] ** 2 + ADAM_B2 * v for n, v in zip(names, nu)]
+            # Bias corrections 1 - b^t in float32, as optax computes them (torch.optim: in float64).
+            b1 = 1 - torch.tensor(ADAM_B1, dtype=torch.float32, device=count.device) ** count.float()
+            b2 = 1 - torch.tensor(ADAM_B2, dtype=torch.float32, device=count.device) ** count.float()
+            directions = [(m / per_replica(b1, m)) / (torch.sqrt(v / per_replica(b2, v)) + ADAM_EPS)
+                          for m, v in zip(mu, nu)]
+            state = [count, *mu, *nu]
+        return {n: params[n] + (-per_replica(lr, d)) * d for n, d in zip(names, directions)}, state
+
+
+@dataclass
+class TorchBackend:
+    """:class:`batchlab.train.contract.Backend` for a PyTorch model: the state is ({name: tensor (replicas,
+    ...)}, optimizer state); :meth:`params` gives {name: array (replicas, ...)}. `initial_params` in that form
+    (e.g. converted from a JAX model's) replaces the factory's initial weights."""
+
+    model: TorchModel
+    data: Dataset
+    group: Group
+    optimizer: str
+    momentum: float
+    device: str = "auto"
+    asynchronous: bool = False
+    compile_time_s: float = 0.0
+    _ops: Any = field(default=None, repr=False)
+
+    def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
+        self._ops = _TorchOps(self.model, self.data, self.group, torch_device(self.device))
+        ops, g = self._ops, self.group
+        start = self.model.init_replicas(g.init_seeds) if initial_params is None else initial_params
+        params = {k: ops.tensor(v, np.float32) for k, v in start.items()}
+        opt = Optimizer(self.optimizer, self.momentum)
+        opt_state = opt.init(params)
+        if resume is not None:
+            k = len(params)
+            params = {name: ops.tensor(a) for name, a in zip(params, resume.leaves[:k])}
+            opt_state = [ops.tensor(a) for a in resume.leaves[k:]]
+        return params, opt_state
+
+    def prepare(self, state: Any, first_epoch: int) -> None:
+        # Eager PyTorch compiles nothing, but its first torch.func call (lazy imports, ~1-2 s) and the first data
+        # permutation (a JAX program) are one-off costs: measured here, on results thrown away, as compile time.
+        ops, g = self._ops, self.group
+        t0 = time.perf_counter()
+        np.asarray(epoch_permutation(g.order_seeds[0], max(first_epoch, 1), self.data.n_train))
+        ops.step_fn(state[0], ops.x_train[:g.batch_size].expand(g.n_replicas, -1, -1),
+                    ops.y_train[:g.batch_size].expand(g.n_replicas, -1), ops.mask[0])
+        self.compile_time_s = time.perf_counter() - t0
+
+    def evaluate(self, state: Any) -> Metrics:
+        return self._ops.metrics(state[0])
+
+    def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
+        """Synchronous: trains the whole epoch, then evaluates."""
+        ops, g, n = self._ops, self.group, self.data.n_train
+        torch = import_torch()
+        steps = updates_per_epoch(n, g.batch_size)
+        params, opt_state = state
+        opt = Optimizer(self.optimizer, self.momentum)
+        perms = np.stack([np.asarray(epoch_permutation(s, epoch, n)) for s in g.order_seeds])
+        index = np.concatenate([perms, np.zeros((g.n_replicas, steps * g.batch_size - n), perms.dtype)], axis=1)
+        index = ops.tensor(index.reshape(g.n_replicas, steps, g.batch_size), np.int64)
+        losses = torch.empty(g.n_replicas, steps, device=ops.dev)
+        warmup_steps = g.warmup_epochs * steps
+        for s in range(steps):
+            t = (epoch - 1) * steps + s
+            lr = ops.lr_from + (ops.lr_to - ops.lr_from) * min(1.0, t / warmup_steps) if warmup_steps else ops.lr_to
+            grads, losses[:, s] = ops.step_fn(params, ops.x_train[index[:, s]], ops.y_train[index[:, s]], ops.mask[s])
+            params, opt_state = opt.step(params, grads, lr, opt_state)
+        step_losses = losses.detach().cpu().numpy()  # the one device-to-host transfer of the epoch's steps
+        return (params, opt_state), (step_losses, ops.metrics(params))
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
+        return outputs
+
+    def block(self, state: Any) -> None:
+        """Nothing to wait for: eager."""
+
+    def params(self, state: Any) -> Any:
+        return {k: v.detach().cpu().numpy() for k, v in state[0].items()}
+
+    def leaves(self, state: Any) -> list[np.ndarray]:
+        return [t.detach().cpu().numpy().copy() for t in [*state[0].values(), *state[1]]]
+
+
+class _TorchOps:
+    """The group's data as tensors on the device and the vmapped step and evaluation over one module."""
+
+    def __init__(self, model: TorchModel, data: Dataset, group: Group, dev: Any):
+        torch = import_torch()
+        from torch.func import functional_call, grad_and_value, vmap
+
+        self.dev, self.group = dev, group
+        self.module = model.build(group.init_seeds[0]).to(dev)
+        self.module.train()
+        n, steps = data.n_train, updates_per_epoch(data.n_train, group.batch_size)
+        self.regression = data.task == "regression"
+        self.x_train, self.x_test = (self.tensor(a, np.float32) for a in (data.x_train, data.x_test))
+        target = np.float32 if self.regression else np.int64
+        self.y_train, self.y_test = (self.tensor(a, target) for a in (data.y_train, data.y_test))
+        self.lr_to = torch.tensor(group.lrs, dtype=torch.float32, device=dev)
+        self.lr_from = torch.tensor(group.warmup_from or group.lrs, dtype=torch.float32, device=dev)
+        self.mask = self.tensor((np.arange(steps * group.batch_size) < n).reshape(steps, group.batch_size),
+                                np.float32)
+        module = self.module
+
+        def minibatch_loss(p: Any, x: Any, y: Any, mask: Any) -> Any:
+            return torch.sum(self.loss(functional_call(module, p, (x,)), y) * mask) / torch.sum(mask)
+
+        self.step_fn = vmap(grad_and_value(minibatch_loss), in_dims=(0, 0, 0, None), randomness="different")
+        self.forward = lambda p, x: vmap(lambda q: functional_call(module, q, (x,)))(p)
+
+    def tensor(self, a: Any, dtype: Any = None) -> Any:
+        """A writable copy on the device: JAX's and memory-mapped arrays are not writable."""
+        torch = import_torch()
+        return torch.from_numpy(np.array(a, dtype=dtype, copy=True)).to(self.dev)
+
+    def loss(self, outputs: Any, y: Any) -> Any:
+        return torch_task_loss(outputs, y, regression=self.regression)
+
+    def evaluate(self, p: Any, x: Any, y: Any) -> list[np.ndarray]:
+        """(mean loss, metric) per replica on (x, y), EVAL_CHUNK rows at a time; the metric is accuracy, or
+        R^2 = 1 - MSE / Var(y) for regression."""
+        torch = import_torch()
+        r = self.group.n_replicas
+        self.module.eval()
+        loss_sum = torch.zeros(r, dtype=torch.float64, device=self.dev)
+        correct = torch.zeros(r, dtype=torch.float64, device=self.dev)
+        with torch.no_grad():
+            for s in range(0, len(y), EVAL_CHUNK):
+                xc, yc = x[s:s + EVAL_CHUNK], y[s:s + EVAL_CHUNK]
+                outputs = self.forward(p, xc)
+                loss_sum += self.loss(outputs, yc.expand(r, -1)).sum(1).double()
+                if not self.regression:
+                    correct += (outputs.argmax(-1) == yc).sum(1).double()
+        self.module.train()
+        mean_loss = loss_sum / len(y)
+        metric = 1 - mean_loss / torch.var(y.double(), correction=0) if self.regression else correct / len(y)
+        return [mean_loss.float().cpu().numpy(), metric.float().cpu().numpy()]
+
+    def metrics(self, p: Any) -> Metrics:
+        return [*self.evaluate(p, self.x_train, self.y_train), *self.evaluate(p, self.x_test, self.y_test)]
