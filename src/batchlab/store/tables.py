@@ -29,7 +29,6 @@ from batchlab.store.db import EPOCH_FIELDS, Store
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
               "compile_time_s", "n_train", "device", "versions", "config")
-STEP_FIELDS = ("run_id", "step", "epoch", "batch_loss")
 TABLE_NAMES = ("runs", "epochs", "steps")
 DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 """DataFrame library -> the batchlab extra that installs it."""
