@@ -21,7 +21,7 @@ from batchlab import cli
 from batchlab.errors import BatchlabError
 from batchlab.interop.export.common import run_names, step_wall_times
 from batchlab.store.db import EPOCH_FIELDS, Store
-from batchlab.store.tables import RUN_FIELDS
+from batchlab.store.tables import CURVATURE_FIELDS, RUN_FIELDS
 
 THIRD_PARTY_DEPRECATIONS = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}")
                             for m in ("sqlalchemy.*", "alembic.*", "mlflow.*", "google.*", "tensorboard.*")]
@@ -39,7 +39,7 @@ def stored(wine_study):
     try:
         runs = store.runs()
         return {"runs": runs, "epochs": {r["run_id"]: store.epochs(r["run_id"]) for r in runs},
-                "steps": {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}}
+                "steps": {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}, "metrics": store.run_metrics()}
     finally:
         store.close()
 
@@ -86,7 +86,7 @@ def test_parquet_has_the_csv_columns_and_rows(tables_dir):
         rows, table = read_csv(tables_dir / f"{name}.csv"), read_parquet(tables_dir / f"{name}.parquet")
         assert list(table) == list(rows[0]), name
         assert all(len(v) == len(rows) for v in table.values()), name
-    assert list(read_parquet(tables_dir / "runs.parquet")) == list(RUN_FIELDS)
+    assert list(read_parquet(tables_dir / "runs.parquet")) == [*RUN_FIELDS, *CURVATURE_FIELDS]
     assert list(read_parquet(tables_dir / "epochs.parquet")) == ["run_id", *EPOCH_FIELDS]
 
 
@@ -103,6 +103,20 @@ def test_parquet_runs_equal_the_store_with_typed_columns(tables_dir, stored):
             expected = json.dumps(r[field], sort_keys=True) if field in ("config", "versions") else r[field]
             assert table[field][i] == expected, field
     assert table["diverged_epoch"] == [None] * len(stored["runs"])  # null, not NaN or 0
+
+
+def test_runs_csv_carries_the_end_of_training_curvature(tables_dir, stored):
+    """Issue 11: hessian_top_eigenvalue, hessian_trace (and its stderr, convergence, iterations) in runs.csv and
+    runs.parquet, equal to the store's end-of-training measurements."""
+    rows, table = read_csv(tables_dir / "runs.csv"), read_parquet(tables_dir / "runs.parquet")
+    metrics = stored["metrics"]
+    assert metrics and all(m for m in metrics.values())
+    for i, r in enumerate(stored["runs"]):
+        m = metrics[r["run_id"]]
+        for column, name in CURVATURE_FIELDS.items():
+            assert float(rows[i][column]) == pytest.approx(m[name], rel=1e-12), column
+            assert table[column][i] == m[name], column
+        assert table["hessian_converged"][i] == 1.0 and table["hessian_top_eigenvalue"][i] > 0
 
 
 def test_parquet_epochs_and_steps_equal_the_store_and_the_csv(tables_dir, stored):
@@ -175,6 +189,16 @@ def test_tensorboard_scalars_per_epoch_equal_the_store_where_measured(tb_dir, st
             assert [x.step for x in events] == e["epoch"][measured].tolist(), field
             np.testing.assert_array_equal([x.value for x in events], e[field][measured].astype(np.float32))
         assert len(acc.Scalars("epoch/train_loss")) == r["epochs_done"] + 1  # epoch 0: before training
+
+
+def test_tensorboard_has_the_end_of_training_curvature(tb_dir, stored):
+    names = run_names(stored["runs"])
+    for r in stored["runs"]:
+        acc = accumulate(tb_dir / names[r["run_id"]])
+        for column, name in CURVATURE_FIELDS.items():
+            [event] = acc.Scalars(f"end/{column}")
+            assert event.step == r["epochs_done"]
+            assert event.value == np.float32(stored["metrics"][r["run_id"]][name]), column
 
 
 def test_tensorboard_wall_times_are_the_run_start_plus_training_time(tb_dir, stored):

@@ -3,8 +3,10 @@
 Every tabular view of a study is built here, so they all agree: the CSV and Parquet exports, and the pandas and
 polars DataFrames of :class:`batchlab.results.StudyResults`.
 
-- runs: one row per run (``RUN_FIELDS``); ``versions`` and ``config`` are JSON strings (keys sorted);
-  ``wall_time_s`` is training time without compilation.
+- runs: one row per run (``RUN_FIELDS``, then ``CURVATURE_FIELDS``); ``versions`` and ``config`` are JSON strings
+  (keys sorted); ``wall_time_s`` is training time without compilation; the curvature at the end of training
+  (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
+  Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
   training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured.
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
@@ -33,6 +35,11 @@ TABLE_NAMES = ("runs", "epochs", "steps")
 DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 """DataFrame library -> the batchlab extra that installs it."""
 
+CURVATURE_FIELDS = {"hessian_top_eigenvalue": "top_eigenvalue", "hessian_trace": "hessian_trace",
+                    "hessian_trace_stderr": "hessian_trace_stderr", "hessian_converged": "top_eigenvalue_converged",
+                    "hessian_iterations": "top_eigenvalue_iterations"}
+"""Runs-table column -> the end-of-training measurement (`Store.run_metrics` name) it holds."""
+
 NULLABLE_INTEGERS = ("diverged_epoch",)
 """Integer columns that may be missing: lists of int or None (pandas Int64, Arrow int64 with nulls)."""
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
@@ -43,8 +50,8 @@ Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
 
 
-def runs_table(runs: list[dict[str, Any]]) -> Columns:
-    """The runs table from :meth:`Store.runs` rows."""
+def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] | None = None) -> Columns:
+    """The runs table from :meth:`Store.runs` rows and :meth:`Store.run_metrics` (end-of-training curvature)."""
     columns: Columns = {}
     for field in RUN_FIELDS:
         values = [r[field] for r in runs]
@@ -58,6 +65,9 @@ def runs_table(runs: list[dict[str, Any]]) -> Columns:
             columns[field] = [None if v is None else int(v) for v in values]
         else:
             columns[field] = np.array(values, np.int64)
+    metrics = metrics or {}
+    for column, name in CURVATURE_FIELDS.items():
+        columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)
     return columns
 
 
@@ -92,7 +102,7 @@ def read_tables(directory: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> 
     try:
         runs = store.runs()
         run_ids = [r["run_id"] for r in runs]
-        build = {"runs": lambda: runs_table(runs), "epochs": lambda: epochs_table(store, run_ids),
+        build = {"runs": lambda: runs_table(runs, store.run_metrics()), "epochs": lambda: epochs_table(store, run_ids),
                  "steps": lambda: steps_table(store, run_ids)}
         return {name: build[name]() for name in names}
     finally:

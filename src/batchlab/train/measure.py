@@ -7,13 +7,15 @@ The gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) i
 squared norms (memory ~ chunk x P, not N x P), so tr(Sigma) = mean_i |g_i|^2 - |G|^2 (Sigma normalised by 1/N,
 as in :func:`batchlab.analysis.gns.b_simple_exact`); `estimate` uses the unbiased two-batch estimator from k
 disjoint microbatch gradients (:func:`batchlab.analysis.gns.b_simple_two_batch`). Curvature (top Hessian
-eigenvalue by power iteration, Hessian trace by Hutchinson's estimator, optionally epsilon-sharpness) is
-measured on at most CURVATURE_EXAMPLES training examples (:mod:`batchlab.train.probes.curvature`).
+eigenvalue by the Lanczos method with a convergence test, Hessian trace by Hutchinson's estimator, optionally
+epsilon-sharpness) is measured on at most CURVATURE_EXAMPLES training examples
+(:mod:`batchlab.train.probes.curvature`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from typing import Any, Protocol
 
@@ -21,7 +23,8 @@ import numpy as np
 
 from batchlab.analysis.gns import b_simple_two_batch
 from batchlab.data.dataset import Dataset
-from batchlab.train.probes.curvature import hutchinson_trace, power_iteration
+from batchlab.errors import BatchlabWarning
+from batchlab.train.probes.curvature import hutchinson_trace, lanczos_top_eigenvalue
 
 EXACT_MAX_EXAMPLES = 20_000
 """`auto` uses the exact noise scale up to this many training examples, the estimate above."""
@@ -30,10 +33,15 @@ CHUNK = 256
 MICROBATCH_SIZE, MICROBATCHES = 32, 64
 """Estimate mode: k = MICROBATCHES disjoint microbatches of MICROBATCH_SIZE examples (fewer for small data)."""
 CURVATURE_EXAMPLES = 4096
-POWER_ITERATIONS, TRACE_SAMPLES = 50, 30
-"""Curvature at the end: at most this many power iterations, this many Hutchinson vectors."""
+LANCZOS_ITERATIONS, LANCZOS_TOL, TRACE_SAMPLES = 100, 1e-5, 30
+"""Curvature at the end: at most this many Lanczos steps (Hessian-vector products) until the top Ritz value's
+residual is below LANCZOS_TOL of it; this many Hutchinson vectors for the trace."""
 EPSILON = 1e-3
 """The box size of epsilon-sharpness (Keskar et al. 2017)."""
+
+class CurvatureWarning(BatchlabWarning):
+    """A curvature estimate that did not meet its convergence test (stored, and flagged)."""
+
 
 GnsRow = tuple[float, float, float, float, float]
 """(b_simple, b_simple_low, b_simple_high, |G|^2, tr(Sigma)) of one replica at one epoch."""
@@ -94,7 +102,7 @@ class GroupMeasurements:
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
     def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:
-        """Per replica: top Hessian eigenvalue (with its iteration count and whether power iteration converged),
+        """Per replica: top Hessian eigenvalue (with its iteration count and whether Lanczos converged),
         Hessian trace (and its standard error), optionally epsilon-sharpness, on a fixed subsample of the
         training set; {} for diverged replicas."""
         n = self.data.n_train
@@ -110,8 +118,12 @@ class GroupMeasurements:
             params = self.probes.replica(stacked_params, i)
             theta = self.probes.flat_params(params)
             dim = int(np.prod(theta.shape))
-            top = power_iteration(partial(self.probes.hvp, theta, x=xd, y=yd), dim, iters=POWER_ITERATIONS,
-                                  seed=self.seed)
+            top = lanczos_top_eigenvalue(partial(self.probes.hvp, theta, x=xd, y=yd), dim, iters=LANCZOS_ITERATIONS,
+                                         tol=LANCZOS_TOL, seed=self.seed)
+            if not top.converged:
+                warnings.warn(f"curvature: the top Hessian eigenvalue did not converge in {top.iterations} Lanczos "
+                              f"steps (estimate {top.eigenvalue:.4g}, stored with top_eigenvalue_converged = 0)",
+                              CurvatureWarning, stacklevel=2)
             trace = hutchinson_trace(partial(self.probes.quadratic_forms, theta, x=xd, y=yd), dim,
                                      samples=TRACE_SAMPLES, seed=self.seed)
             metrics = {"top_eigenvalue": top.eigenvalue, "top_eigenvalue_iterations": float(top.iterations),

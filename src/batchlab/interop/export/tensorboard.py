@@ -6,7 +6,9 @@ Layout of the log directory `to`::
     <run name>/events.out.tfevents.*  one batchlab run (named by batch size, lr and seed, see `run_names`):
                                       its hparams; per-epoch scalars `epoch/<field>` at step = epoch (0 is the
                                       evaluation before training); the per-step minibatch loss `step/batch_loss`
-                                      at step = update number (1, 2, ...)
+                                      at step = update number (1, 2, ...); the end-of-training curvature
+                                      `end/hessian_top_eigenvalue`, `end/hessian_trace`, ... at step = the
+                                      last epoch, where it was measured
 
 Values are float32 (TensorBoard's scalars). A noise-scale field appears only at the epochs where it was measured.
 An event's wall time is the run's start plus its training time at that point (compile excluded; steps placed
@@ -26,6 +28,7 @@ from batchlab._optional import import_extra
 from batchlab.errors import invalid
 from batchlab.interop.export.common import check_max_step_points, kept_steps, run_names, run_params, step_wall_times
 from batchlab.store.db import EPOCH_FIELDS, Store, require_directory_path
+from batchlab.store.tables import CURVATURE_FIELDS
 
 EVENTS_PREFIX = "events.out.tfevents."
 STEP_TAG = "step/batch_loss"
@@ -50,7 +53,7 @@ def export_tensorboard(directory: str | Path, to: str | Path, *, max_step_points
     import_extra("tensorboard.summary.writer.event_file_writer", extra="tensorboard", purpose="--format tensorboard")
     store = Store.open(directory)
     try:
-        runs = store.runs()
+        runs, metrics = store.runs(), store.run_metrics()
         names = run_names(runs)
         _refuse_earlier_export(out, [out / names[r["run_id"]] for r in runs])
         params = {r["run_id"]: run_params(r) for r in runs}
@@ -60,7 +63,7 @@ def export_tensorboard(directory: str | Path, to: str | Path, *, max_step_points
             paths.append(out / names[r["run_id"]])
             _write_run(paths[-1], r, params[r["run_id"]], trial_id=names[r["run_id"]],
                        epochs=store.epochs(r["run_id"]), steps=store.step_losses(r["run_id"]),
-                       max_step_points=max_step_points)
+                       end_metrics=metrics.get(r["run_id"], {}), max_step_points=max_step_points)
         return paths
     finally:
         store.close()
@@ -80,9 +83,10 @@ def _write_experiment(out: Path, params: list[dict[str, Any]], *, start: float) 
 
 
 def _write_run(folder: Path, r: dict[str, Any], params: dict[str, Any], *, trial_id: str,
-               epochs: dict[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray],
+               epochs: dict[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray], end_metrics: dict[str, float],
                max_step_points: int | None) -> None:
-    """One run's event file: its hparams, its per-epoch scalars where measured, its per-step losses."""
+    """One run's event file: its hparams, its per-epoch scalars where measured, its per-step losses, its
+    end-of-training curvature (the runs table's names, see `batchlab.store.tables.CURVATURE_FIELDS`)."""
     from tensorboard.compat.proto import event_pb2, summary_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -104,6 +108,11 @@ def _write_run(folder: Path, r: dict[str, Any], params: dict[str, Any], *, trial
     keep = kept_steps(losses, max_step_points)
     for i, value, t in zip(keep.tolist(), losses[keep].tolist(), times[keep].tolist()):
         writer.add_event(scalar(STEP_TAG, value, i + 1, t))
+    end_time = start + (float(e["wall_time_s"][-1]) if len(e["wall_time_s"]) else 0.0)
+    for column, name in CURVATURE_FIELDS.items():
+        value = end_metrics.get(name, np.nan)
+        if np.isfinite(value):
+            writer.add_event(scalar(f"end/{column}", value, int(r["epochs_done"]), end_time))
     writer.close()
 
 

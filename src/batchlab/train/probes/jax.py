@@ -25,7 +25,13 @@ from scipy import optimize
 from batchlab.errors import invalid
 from batchlab.models.jax import Model
 from batchlab.models.tasks import CLASSIFICATION, Task
-from batchlab.train.probes.curvature import HessianTrace, TopEigenvalue, hutchinson_trace, power_iteration
+from batchlab.train.probes.curvature import (
+    HessianTrace,
+    TopEigenvalue,
+    hutchinson_trace,
+    lanczos_top_eigenvalue,
+    power_iteration,
+)
 
 FlatLoss = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 Data = np.ndarray | jax.Array
@@ -121,11 +127,17 @@ def microbatch_gradients(model: Model, params: Any, x: Data, y: Data, *, microba
 
 
 def top_hessian_eigenvalue(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, iters: int = 100,
-                           seed: int = 0, tol: float = 1e-4, task: Task = CLASSIFICATION) -> TopEigenvalue:
-    """:func:`batchlab.train.probes.curvature.power_iteration` on the Hessian of the task's mean loss at `params`."""
+                           seed: int = 0, tol: float = 1e-4, task: Task = CLASSIFICATION,
+                           method: str = "lanczos") -> TopEigenvalue:
+    """The top eigenvalue of the Hessian of the task's mean loss at `params`: by
+    :func:`batchlab.train.probes.curvature.lanczos_top_eigenvalue` (the algebraically largest), or with
+    `method="power"` by :func:`batchlab.train.probes.curvature.power_iteration` (the largest in magnitude)."""
+    if method not in ("lanczos", "power"):
+        raise invalid("method", method, "lanczos or power")
     probes = JaxProbes(model, task)
     theta, (xj, yj) = probes.flat_params(params), probes.data(x, y)
-    return power_iteration(lambda v: probes.hvp(theta, v, xj, yj), int(theta.size), iters=iters, seed=seed, tol=tol)
+    algorithm = lanczos_top_eigenvalue if method == "lanczos" else power_iteration
+    return algorithm(lambda v: probes.hvp(theta, v, xj, yj), int(theta.size), iters=iters, seed=seed, tol=tol)
 
 
 def hessian_trace(model: Model, params: Any, x: np.ndarray, y: np.ndarray, *, samples: int = 100,
