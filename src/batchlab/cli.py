@@ -80,6 +80,8 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--budget-steps": ("budget_steps", "instead of --epochs: at least this many updates per run"),
     "--budget-examples": ("budget_examples", "instead of --epochs: at least this many examples per run"),
     "--gns": ("gns", "gradient noise scale: auto (default: exact up to 20k examples), exact, estimate, off"),
+    "--eval-every-steps": ("eval_every_steps", ("also evaluate train and test every K updates, not only at epoch "
+                                                "ends (steps-to-target uses every evaluation)")),
     "--gns-every": ("gns_every", "measure the noise scale every K epochs (default 10; also epoch 0 and the last)"),
     "--sharpness": ("sharpness", "top Hessian eigenvalue and trace at the end: true (default) or false"),
     "--eps-sharpness": ("eps_sharpness", "also Keskar et al.'s epsilon-sharpness: false (default) or true"),

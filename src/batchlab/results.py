@@ -70,6 +70,11 @@ class StudyResults(StudyData):
         """
         return self._dataframe("steps", format)
 
+    def evals_df(self, format: str = "pandas") -> Any:
+        """One row per evaluation between epoch ends (`eval_every_steps`): run_id, step, examples_seen, train and
+        test loss and metric (evals.csv); empty when the study evaluated at epoch ends only."""
+        return self._dataframe("evals", format)
+
     def to_pandas(self) -> dict[str, Any]:
         """{"runs": ..., "epochs": ..., "steps": ...} as pandas DataFrames."""
         return {name: self._dataframe(name, "pandas") for name in ("runs", "epochs", "steps")}

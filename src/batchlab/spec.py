@@ -101,6 +101,10 @@ class StudySpec:
     gns: str = "auto"
     """Gradient noise scale B_simple: `exact` (per-example gradients over the training set), `estimate`
     (McCandlish et al.'s two-batch estimator from microbatches), `off`, or `auto` (exact up to 20,000 examples)."""
+    eval_every_steps: int | None = None
+    """Also evaluate the full train and test sets every this many updates (counted over the whole run), not only
+    at epoch ends, inside the compiled epoch; steps-to-target then uses every evaluation (Shallue et al. 2018
+    evaluate at fixed step intervals). None: at epoch ends only."""
     gns_every: int = 10
     """Measure the gradient noise scale at epoch 0, every this many epochs, and at the last epoch."""
     sharpness: bool = True
@@ -144,7 +148,8 @@ def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> fl
     return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
 
 
-NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness")
+NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness",
+                 "eval_every_steps")
 """Fields that do not change what a run computes (or that the id states separately)."""
 
 
@@ -328,6 +333,8 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "budget_steps": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (updates per run)"),
     "budget_examples": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (examples per run)"),
     "gns": _choice("auto", "exact", "estimate", "off"),
+    "eval_every_steps": (lambda v: None if v is None else _int_in(1, 10**9)[0](v),
+                         "an integer >= 1 (updates between evaluations)"),
     "gns_every": _int_in(1, 1_000_000),
     "sharpness": _bool(),
     "eps_sharpness": _bool(),

@@ -31,6 +31,8 @@ class StudyData:
     steps: dict[str, tuple[np.ndarray, np.ndarray]]
     end_metrics: dict[str, dict[str, float]]
     """End-of-training measurements per run (top Hessian eigenvalue, Hessian trace, ...)."""
+    evals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """Evaluations between epoch ends per run (`eval_every_steps`; empty arrays when there were none)."""
     _analyses: dict[tuple[str, float | None], StudyAnalysis] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -42,7 +44,8 @@ class StudyData:
             steps = {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}
             runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]
             summaries = [summarize_run(r, epochs[r["run_id"]], steps[r["run_id"]][1]) for r in runs]
-            return cls(Path(directory), store.meta(), summaries, epochs, steps, store.run_metrics())
+            evals = {r["run_id"]: store.evals(r["run_id"]) for r in runs}
+            return cls(Path(directory), store.meta(), summaries, epochs, steps, store.run_metrics(), evals)
         finally:
             store.close()
 

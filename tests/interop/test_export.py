@@ -465,3 +465,32 @@ def test_exporters_import_their_libraries_only_when_used(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "[]\n"
+
+
+def test_evaluations_between_epoch_ends_are_stored_and_exported(tmp_path):
+    """`--eval-every-steps K`: an evals table (run_id, step, examples_seen, losses and metrics) in the store, in
+    evals.csv and evals.parquet, and no such file for a study without it."""
+    out = tmp_path / "study"
+    assert cli.main(["run", "--dataset", "iris", "--batch-sizes", "7,full", "--epochs", "3", "--eval-every-steps", "5",
+                     "--out", str(out), "--no-figures"]) == 0
+    assert cli.main(["export", str(out), "--format", "csv", "--to", str(tmp_path / "csv")]) == 0
+    assert cli.main(["export", str(out), "--format", "parquet", "--to", str(tmp_path / "pq")]) == 0
+    rows = read_csv(tmp_path / "csv" / "evals.csv")
+    assert list(rows[0]) == ["run_id", "step", "examples_seen", "train_loss", "train_acc", "test_loss", "test_acc"]
+    store = Store.open(out)
+    try:
+        by_b = {r["batch_size"]: r for r in store.runs()}
+        small = store.evals(by_b[7]["run_id"])  # 120 rows, 18 updates per epoch: 5, 10, 15, 20, ... not 18, 36, 54
+        assert small["step"].tolist() == [s for s in range(5, 54, 5)]
+        assert small["examples_seen"].tolist() == [(s // 18) * 120 + min((s % 18) * 7, 120) for s in range(5, 54, 5)]
+        assert store.evals(by_b[120]["run_id"])["step"].size == 0  # one update per epoch: nothing in between
+        assert len(rows) == 10 and {r["run_id"] for r in rows} == {by_b[7]["run_id"]}
+        assert float(rows[0]["train_loss"]) == pytest.approx(small["train_loss"][0])
+    finally:
+        store.close()
+    assert read_parquet(tmp_path / "pq" / "evals.parquet")["step"] == list(range(5, 54, 5))
+    assert cli.main(["export", str(out.parent / "none"), "--format", "csv", "--to", str(tmp_path / "x")]) == 2
+
+
+def test_a_study_without_evaluations_between_epoch_ends_exports_no_evals_file(tables_dir):
+    assert not (tables_dir / "evals.csv").exists() and not (tables_dir / "evals.parquet").exists()

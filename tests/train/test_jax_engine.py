@@ -245,3 +245,55 @@ def test_probes_run_at_epoch_0_every_k_epochs_and_the_last_at_the_epochs_paramet
     group_run(model, data, Group(5, (0.1,), (0,), (0,)), 7, optimizer="sgd", momentum=0.9, device="cpu").train(plain.append)
     for a, b in zip(records, plain):  # probing does not change training
         np.testing.assert_array_equal(a.step_losses, b.step_losses)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("batch_size,every", [(2, 3), (1, 4), (5, 2)])
+def test_evaluations_between_epoch_ends_equal_a_numpy_reference(backend, batch_size, every):
+    """Issue 11: `eval_every_steps` evaluates the full train and test sets after every `every` updates (counted over
+    the run), inside the compiled epoch; checked against NumPy SGD in the engine's data order. The epoch's last
+    update is left to the epoch's own evaluation; training itself is unchanged by the evaluations."""
+    data = tiny_dataset(n=9)
+    model = make_model("logreg", n_features=3, n_classes=3)
+    if backend == "torch":
+        pytest.importorskip("torch")
+        from batchlab.models.registry import load_user_model
+        from batchlab.models.torch import mlp_params_to_torch
+        from tests.paths import REPO
+
+        torch_model = load_user_model(f"{REPO}/tests/fixtures/torch_mlp.py:linear", n_features=3, n_classes=3)
+    epochs, lr = 3, 0.3
+    group = Group(batch_size, (lr,), (0,), (0,))
+    runner = torch_model if backend == "torch" else model
+    run = group_run(runner, data, group, epochs, optimizer="sgd", device="cpu", eval_every_steps=every)
+    plain = group_run(runner, data, group, epochs, optimizer="sgd", device="cpu")
+    records, plain_records = [], []
+    p0 = model.init_replicas((0,))
+    initial = None
+    if backend == "torch":
+        from batchlab.models.params import flatten_params
+
+        initial = {k.replace("0.", ""): v for k, v in mlp_params_to_torch(flatten_params(p0)).items()}
+    run.train(records.append, initial_params=initial)
+    plain.train(plain_records.append, initial_params=initial)
+    w, b = (np.asarray(p0["layer00"][k][0], np.float64) for k in ("w", "b"))
+    x, xt = data.x_train.astype(np.float64), data.x_test.astype(np.float64)
+    steps, t, expected = math.ceil(9 / batch_size), 0, {}
+    for epoch in range(1, epochs + 1):
+        perm = np.asarray(epoch_permutation(0, epoch, data.n_train))
+        for start in range(0, data.n_train, batch_size):
+            idx = perm[start:start + batch_size]
+            gw, gb = logreg_grad(w, b, x[idx], data.y_train[idx], 3)
+            w, b = w - lr * gw, b - lr * gb
+            t += 1
+            if t % every == 0 and t % steps != 0:
+                expected[t] = (logreg_loss(w, b, x, data.y_train), logreg_loss(w, b, xt, data.y_test))
+    got_steps = np.concatenate([r.eval_steps for r in records])
+    assert got_steps.tolist() == sorted(expected)
+    got = np.concatenate([r.eval_metrics[0] for r in records])
+    np.testing.assert_allclose(got[:, 0], [expected[s][0] for s in sorted(expected)], rtol=2e-5)
+    np.testing.assert_allclose(got[:, 2], [expected[s][1] for s in sorted(expected)], rtol=2e-5)
+    for a, c in zip(records, plain_records):  # evaluating in between does not change training
+        np.testing.assert_allclose(a.step_losses, c.step_losses, rtol=1e-6)
+        np.testing.assert_allclose(a.train_loss, c.train_loss, rtol=1e-6)
+        assert c.eval_steps.size == 0

@@ -6,13 +6,15 @@ replaying) are skipped.
 
 from __future__ import annotations
 
+import numpy as np
+
 from batchlab.data.dataset import Dataset
 from batchlab.runner.plan import PlannedGroup
 from batchlab.runner.progress import Progress
 from batchlab.runner.tasks import EpochDone, GroupDone, GroupTask, Message
 from batchlab.spec import updates_per_epoch
 from batchlab.store.db import EpochRow, GroupCheckpoint, Store
-from batchlab.train.contract import Checkpoint, Group
+from batchlab.train.contract import Checkpoint, EpochRecord, Group
 
 
 class Recorder:
@@ -54,8 +56,10 @@ class Recorder:
                                           steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
                                           n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
         gns = rec.probe or [None] * len(g.runs)
+        evals = self._evals(g, rec)
         rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
-                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i])
+                         rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i],
+                         None if evals is None else evals[i])
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
@@ -66,6 +70,16 @@ class Recorder:
         if self.progress and rec.epoch > 0:
             self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,
                                      diverged=int(rec.diverged.sum()))
+
+    def _evals(self, g: PlannedGroup, rec: EpochRecord) -> np.ndarray | None:
+        """Per replica (n, 6) rows of the evaluations between this epoch's ends (columns EVAL_FIELDS), or None."""
+        if not len(rec.eval_steps):
+            return None
+        steps = updates_per_epoch(self.n_train, g.batch_size)
+        within = rec.eval_steps - (rec.epoch - 1) * steps
+        examples = (rec.epoch - 1) * self.n_train + np.minimum(within * g.batch_size, self.n_train)
+        counts = np.stack([rec.eval_steps, examples], axis=1).astype(float)
+        return np.concatenate([np.broadcast_to(counts, (len(g.runs), *counts.shape)), rec.eval_metrics], axis=2)
 
     def _done(self, m: GroupDone) -> None:
         g = self.groups[m.group_id]

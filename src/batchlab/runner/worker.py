@@ -26,7 +26,8 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     model = model if model is not None else load_model(p, data)
     measure = GroupMeasurements(probes_for(model, data, device=p.device), data, gns=p.gns)
     run = group_run(model, data, group, task.epochs, optimizer=p.optimizer, momentum=p.momentum, device=p.device,
-                    probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
+                    probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every,
+                    eval_every_steps=p.eval_every_steps)
     active = np.ones(group.n_replicas, bool)
     for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=task.checkpoints):
         active = record.active & ~record.diverged

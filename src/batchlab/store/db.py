@@ -53,12 +53,18 @@ CREATE TABLE IF NOT EXISTS run_metrics (
 CREATE TABLE IF NOT EXISTS checkpoints (
     group_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, wall_time_s REAL NOT NULL, state BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS evals (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, examples_seen INTEGER NOT NULL,
+    train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, PRIMARY KEY (run_id, step)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, first_step INTEGER NOT NULL,
     losses BLOB NOT NULL, PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
 """
 
+EVAL_FIELDS = ("step", "examples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
+"""Evaluations between epoch ends (`eval_every_steps`): at update `step`, after `examples_seen` examples."""
 EPOCH_FIELDS = ("epoch", "updates", "examples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss",
                 "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma")
 """Per-epoch fields; the last five (the gradient noise scale) are NaN at epochs where it was not measured."""
@@ -96,6 +102,8 @@ class EpochRow:
     step_losses: np.ndarray
     gns: tuple[float, float, float, float, float] | None = None
     """(b_simple, b_simple_low, b_simple_high, grad_sq_norm, trace_sigma) when measured at this epoch."""
+    evals: np.ndarray | None = None
+    """(n, 6) evaluations between this epoch's ends, columns EVAL_FIELDS, when there were any."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -219,6 +227,10 @@ class Store:
                   _real(r.train_acc), _real(r.test_loss), _real(r.test_acc),
                   *(_real(v) for v in (r.gns or (np.nan,) * 5))) for r in rows])
             self._con.executemany(
+                f"INSERT INTO evals (run_id, {', '.join(EVAL_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.run_id, int(e[0]), int(e[1]), *(_real(v) for v in e[2:])) for r in rows
+                 if r.evals is not None for e in r.evals])
+            self._con.executemany(
                 "INSERT INTO steps VALUES (?, ?, ?, ?)",
                 [(r.run_id, r.epoch, r.updates - len(r.step_losses), np.asarray(r.step_losses, "<f4").tobytes())
                  for r in rows if len(r.step_losses)])
@@ -289,6 +301,15 @@ class Store:
         counts = ("epoch", "updates", "examples_seen")
         return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
                 for i, f in enumerate(EPOCH_FIELDS)}
+
+    def evals(self, run_id: str) -> dict[str, np.ndarray]:
+        """Evaluations between epoch ends of one run, by update count, as arrays keyed by EVAL_FIELDS (empty
+        arrays when the study evaluated at epoch ends only)."""
+        rows = self._con.execute(f"SELECT {', '.join(EVAL_FIELDS)} FROM evals WHERE run_id=? ORDER BY step",
+                                 (run_id,)).fetchall()
+        counts = ("step", "examples_seen")
+        return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
+                for i, f in enumerate(EVAL_FIELDS)}
 
     def step_losses(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(epoch of each step, minibatch loss of each step) for one run, in step order."""

@@ -11,6 +11,9 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured.
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
+- evals: the evaluations between epoch ends (``run_id`` + ``EVAL_FIELDS``: ``step``, ``examples_seen``, train
+  and test loss and metric), when the study asked for them (``eval_every_steps``); empty otherwise, and the
+  file exports then leave it out.
 
 A missing value is NaN in a float column and None in ``diverged_epoch``. The pandas and polars converters import
 their library only when called.
@@ -26,12 +29,12 @@ import numpy as np
 
 from batchlab._optional import import_extra
 from batchlab.errors import invalid
-from batchlab.store.db import EPOCH_FIELDS, Store
+from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
 
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
               "compile_time_s", "n_train", "device", "versions", "config")
-TABLE_NAMES = ("runs", "epochs", "steps")
+TABLE_NAMES = ("runs", "epochs", "steps", "evals")
 DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 """DataFrame library -> the batchlab extra that installs it."""
 
@@ -80,6 +83,16 @@ def epochs_table(store: Store, run_ids: list[str]) -> Columns:
     return columns
 
 
+def evals_table(store: Store, run_ids: list[str]) -> Columns:
+    """Evaluations between epoch ends of the given runs, one block of rows per run in the order given."""
+    per_run = [store.evals(rid) for rid in run_ids]
+    columns: Columns = {"run_id": [rid for rid, e in zip(run_ids, per_run) for _ in e["step"]]}
+    for field in EVAL_FIELDS:
+        columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS + ("step",)
+                                 else np.float64)
+    return columns
+
+
 def steps_table(store: Store, run_ids: list[str]) -> Columns:
     """Per-step minibatch losses of the given runs (float32 as stored, widened to float64)."""
     per_run = [store.step_losses(rid) for rid in run_ids]
@@ -103,7 +116,7 @@ def read_tables(directory: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> 
         runs = store.runs()
         run_ids = [r["run_id"] for r in runs]
         build = {"runs": lambda: runs_table(runs, store.run_metrics()), "epochs": lambda: epochs_table(store, run_ids),
-                 "steps": lambda: steps_table(store, run_ids)}
+                 "steps": lambda: steps_table(store, run_ids), "evals": lambda: evals_table(store, run_ids)}
         return {name: build[name]() for name in names}
     finally:
         store.close()

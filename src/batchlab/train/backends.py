@@ -12,16 +12,16 @@ from batchlab.train.contract import Backend, Group, GroupRun, Probe
 
 
 def backend_for(model: Any, data: Dataset, group: Group, *, optimizer: str, momentum: float,
-                device: str = "auto") -> Backend:
+                device: str = "auto", eval_every_steps: int | None = None) -> Backend:
     """The training backend of `model` for one group (device: `auto`, `cpu` or `gpu`)."""
     if model.backend == "torch":
         from batchlab.train.torch_engine import TorchBackend
 
-        return TorchBackend(model, data, group, optimizer, momentum, device)
+        return TorchBackend(model, data, group, optimizer, momentum, device, eval_every_steps)
     from batchlab.train.device import resolve_device
     from batchlab.train.jax_engine import JaxBackend
 
-    return JaxBackend(model, data, group, optimizer, momentum, resolve_device(device))
+    return JaxBackend(model, data, group, optimizer, momentum, resolve_device(device), eval_every_steps)
 
 
 def probes_for(model: Any, data: Dataset, *, device: str = "auto") -> Any:
@@ -37,7 +37,8 @@ def probes_for(model: Any, data: Dataset, *, device: str = "auto") -> Any:
 
 
 def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer: str = "sgd", momentum: float = 0.9,
-              device: str = "auto", probe: Probe | None = None, probe_every: int = 0) -> GroupRun:
+              device: str = "auto", probe: Probe | None = None, probe_every: int = 0,
+              eval_every_steps: int | None = None) -> GroupRun:
     """A group's training on its model's backend, ready for :meth:`GroupRun.train` or :meth:`GroupRun.epochs_iter`.
 
     Example::
@@ -46,6 +47,7 @@ def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer
         records = []
         run.train(records.append)
     """
-    backend = backend_for(model, data, group, optimizer=optimizer, momentum=momentum, device=device)
+    backend = backend_for(model, data, group, optimizer=optimizer, momentum=momentum, device=device,
+                          eval_every_steps=eval_every_steps)
     return GroupRun(backend, group.n_replicas, epochs, data.n_train, updates_per_epoch(data.n_train, group.batch_size),
                     probe=probe, probe_every=probe_every)

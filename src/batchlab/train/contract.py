@@ -78,6 +78,11 @@ class EpochRecord:
     """(replicas,) bool: the replica met its first non-finite loss in this epoch."""
     active: np.ndarray
     """(replicas,) bool: the replica was still training in this epoch (not diverged before it)."""
+    eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    """(n,) update counts (over the whole run) of the evaluations between epoch ends in this epoch (see
+    `eval_every_steps`); empty without them."""
+    eval_metrics: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 4), np.float32), repr=False)
+    """(replicas, n, 4) train loss, train metric, test loss, test metric at those updates."""
     checkpoint: Checkpoint | None = field(default=None, repr=False)
     """The state after this epoch, when the caller asked for checkpoints."""
     probe: Any = None
@@ -111,8 +116,9 @@ class Backend(Protocol):
     def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
         """Start epoch `epoch` (1-based) from `state`: (the state after it, its outputs for :meth:`fetch`)."""
 
-    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
-        """An epoch's (replicas, steps) minibatch losses and its evaluation, on the host (waits for them)."""
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
+        """An epoch's (replicas, steps) minibatch losses, its end-of-epoch evaluation, and its evaluations between
+        epoch ends (update counts (n,), metrics (replicas, n, 4)), on the host (waits for them)."""
 
     def block(self, state: Any) -> None:
         """Wait until `state` is computed."""
@@ -179,7 +185,8 @@ class GroupRun:
             yield EpochRecord(epoch=0, updates=0, examples_seen=0, wall_time_s=0.0,
                               step_losses=np.zeros((self.n_replicas, 0), np.float32), train_loss=train_loss,
                               train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, diverged=none,
-                              active=active.copy(), checkpoint=snapshot(0, 0.0, state), probe=probe)
+                              active=active.copy(), eval_metrics=np.zeros((self.n_replicas, 0, 4), np.float32),
+                              checkpoint=snapshot(0, 0.0, state), probe=probe)
 
         t0 = time.perf_counter()
         pending = None
@@ -199,7 +206,7 @@ class GroupRun:
             # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
             if backend.asynchronous and epoch < self.epochs and not stop:
                 pending = backend.dispatch(state, epoch + 1)
-            step_losses, metrics = backend.fetch(outputs)  # the one device-to-host transfer of the epoch
+            step_losses, metrics, eval_steps, eval_metrics = backend.fetch(outputs)  # one device-to-host transfer
             if not probing:
                 wall = wall_offset + time.perf_counter() - t0
             finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
@@ -210,7 +217,8 @@ class GroupRun:
             yield EpochRecord(epoch=epoch, updates=epoch * self.steps_per_epoch, examples_seen=epoch * self.n_train,
                               wall_time_s=wall, step_losses=step_losses, train_loss=train_loss, train_acc=train_acc,
                               test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
-                              checkpoint=snapshot(epoch, wall, state), probe=probe)
+                              eval_steps=eval_steps, eval_metrics=eval_metrics, checkpoint=snapshot(epoch, wall, state),
+                              probe=probe)
             if stop:
                 return
             if not active.any():
@@ -224,3 +232,14 @@ class GroupRun:
                                        checkpoints=checkpoints):
             on_epoch(record)
         return self.finished
+
+
+def eval_points(epoch: int, steps_per_epoch: int, every: int | None) -> np.ndarray:
+    """The update counts (over the whole run, 1-based) inside epoch `epoch` at which an evaluation between epoch
+    ends is due: the multiples of `every` after its first update and before its last (the epoch's own evaluation
+    covers its last update)."""
+    if not every:
+        return np.zeros(0, np.int64)
+    first, last = (epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch - 1
+    start = -(-first // every) * every
+    return np.arange(start, last + 1, every, dtype=np.int64)

@@ -23,7 +23,7 @@ from batchlab.data.dataset import Dataset
 from batchlab.models.jax import Model
 from batchlab.models.tasks import CLASSIFICATION, Task, get_task
 from batchlab.spec import updates_per_epoch
-from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics
+from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics, eval_points
 from batchlab.train.order import epoch_permutation
 
 
@@ -62,8 +62,12 @@ def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
 
 
 def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,
-                   warmup_steps: int = 0, task: Task = CLASSIFICATION) -> Callable:
-    """The vmapped function (params, opt_state, order_seed, lr_from, lr_to, epoch, data) -> one epoch's results."""
+                   warmup_steps: int = 0, task: Task = CLASSIFICATION, eval_every: int | None = None) -> Callable:
+    """The vmapped function (params, opt_state, order_seed, lr_from, lr_to, epoch, data) -> one epoch's results:
+    (params, opt_state, step losses (steps,), end-of-epoch metrics, and with `eval_every` the metrics after every
+    update (steps, 4), NaN where no evaluation was due). An evaluation between epoch ends is a `lax.cond` on the
+    update count, which is the same for every replica, so under vmap it stays a branch: the full-set evaluation
+    runs only where it is due. Without `eval_every` the scan has no such branch at all."""
     steps = updates_per_epoch(n_train, batch_size)
     padded = steps * batch_size
 
@@ -85,12 +89,22 @@ def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_siz
                 opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
             loss, grads = jax.value_and_grad(minibatch_loss)(params, x_train[idx], y_train[idx], m)
             updates, opt_state = optimizer(0.0).update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            params = optax.apply_updates(params, updates)
+            if not eval_every:
+                return (params, opt_state), loss
+            done = t + 1  # updates after this step; the epoch's last one is evaluated at the epoch's end
+            due = (done % eval_every == 0) & (done < epoch_idx * steps)
+            between = jax.lax.cond(due, lambda p: jnp.stack(evaluate_both(p)),
+                                   lambda p: jnp.full(4, jnp.nan, jnp.float32), params)
+            return (params, opt_state), (loss, between)
 
-        (params, opt_state), step_losses = jax.lax.scan(step, (params, opt_state), (index, mask, step_numbers))
-        metrics = (*evaluate(model, params, x_train, y_train, task=task),
-                   *evaluate(model, params, x_test, y_test, task=task))
-        return params, opt_state, step_losses, metrics
+        def evaluate_both(p):
+            return (*evaluate(model, p, x_train, y_train, task=task), *evaluate(model, p, x_test, y_test, task=task))
+
+        (params, opt_state), per_step = jax.lax.scan(step, (params, opt_state), (index, mask, step_numbers))
+        step_losses, between = per_step if eval_every else (per_step, None)
+        metrics = evaluate_both(params)
+        return (params, opt_state, step_losses, metrics) + ((between,) if eval_every else ())
 
     return jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
 
@@ -116,6 +130,8 @@ class JaxBackend:
     optimizer: str
     momentum: float
     device: jax.Device
+    eval_every_steps: int | None = None
+    """Also evaluate every this many updates (see :func:`build_epoch_fn`)."""
     asynchronous: bool = True
     compile_time_s: float = 0.0
     _arrays: list[jax.Array] = field(default_factory=list, repr=False)
@@ -144,7 +160,8 @@ class JaxBackend:
             t0 = time.perf_counter()
             opt = make_optimizer(self.optimizer, momentum=self.momentum)
             epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=g.batch_size,
-                                              warmup_steps=g.warmup_epochs * steps, task=get_task(d.task)))
+                                              warmup_steps=g.warmup_epochs * steps, task=get_task(d.task),
+                                              eval_every=self.eval_every_steps))
             self._compiled = epoch_fn.lower(*state, *self._per_replica, np.int32(1), *self._arrays).compile()
             self.compile_time_s = time.perf_counter() - t0
 
@@ -158,13 +175,16 @@ class JaxBackend:
 
     def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
         """Asynchronous: returns device futures at once."""
-        params, opt_state, step_losses, metrics = self._compiled(*state, *self._per_replica, np.int32(epoch),
-                                                                 *self._arrays)
-        return (params, opt_state), (step_losses, metrics)
+        params, opt_state, *outputs = self._compiled(*state, *self._per_replica, np.int32(epoch), *self._arrays)
+        return (params, opt_state), (epoch, *outputs)
 
-    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
-        step_losses, metrics = outputs
-        return np.asarray(step_losses), [np.asarray(m) for m in metrics]
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
+        epoch, step_losses, metrics, *between = outputs
+        steps = updates_per_epoch(self.data.n_train, self.group.batch_size)
+        due = eval_points(epoch, steps, self.eval_every_steps)
+        evals = np.asarray(between[0])[:, due - 1 - (epoch - 1) * steps] if between else \
+            np.zeros((self.group.n_replicas, 0, 4), np.float32)
+        return np.asarray(step_losses), [np.asarray(m) for m in metrics], due, evals
 
     def block(self, state: Any) -> None:
         jax.block_until_ready(state[0])

@@ -31,7 +31,7 @@ from batchlab.data.dataset import Dataset
 from batchlab.models.tasks import torch_task_loss
 from batchlab.models.torch import TorchModel, import_torch, torch_device
 from batchlab.spec import updates_per_epoch
-from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics
+from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics, eval_points
 from batchlab.train.order import epoch_permutation
 
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
@@ -92,6 +92,8 @@ class TorchBackend:
     optimizer: str
     momentum: float
     device: str = "auto"
+    eval_every_steps: int | None = None
+    """Also evaluate every this many updates (as the JAX engine)."""
     asynchronous: bool = False
     compile_time_s: float = 0.0
     _ops: Any = field(default=None, repr=False)
@@ -134,15 +136,20 @@ class TorchBackend:
         index = ops.tensor(index.reshape(g.n_replicas, steps, g.batch_size), np.int64)
         losses = torch.empty(g.n_replicas, steps, device=ops.dev)
         warmup_steps = g.warmup_epochs * steps
+        due = set(eval_points(epoch, steps, self.eval_every_steps).tolist())
+        between = []
         for s in range(steps):
             t = (epoch - 1) * steps + s
             lr = ops.lr_from + (ops.lr_to - ops.lr_from) * min(1.0, t / warmup_steps) if warmup_steps else ops.lr_to
             grads, losses[:, s] = ops.step_fn(params, ops.x_train[index[:, s]], ops.y_train[index[:, s]], ops.mask[s])
             params, opt_state = opt.step(params, grads, lr, opt_state)
+            if t + 1 in due:
+                between.append(np.stack(ops.metrics(params), axis=-1))
         step_losses = losses.detach().cpu().numpy()  # the one device-to-host transfer of the epoch's steps
-        return (params, opt_state), (step_losses, ops.metrics(params))
+        evals = np.stack(between, axis=1) if between else np.zeros((g.n_replicas, 0, 4), np.float32)
+        return (params, opt_state), (step_losses, ops.metrics(params), np.array(sorted(due), np.int64), evals)
 
-    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics]:
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
         return outputs
 
     def block(self, state: Any) -> None:

@@ -12,7 +12,8 @@ from batchlab.store.tables import TABLE_NAMES, Columns, read_tables
 
 
 def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
-    """Write runs.csv (wall_time_s is training time without compile), epochs.csv and steps.csv into `to`.
+    """Write runs.csv (wall_time_s is training time without compile), epochs.csv, steps.csv and, when the study
+    evaluated between epoch ends, evals.csv into `to`.
 
     Example::
 
@@ -24,6 +25,8 @@ def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TABLE_NAMES:
+        if name == "evals" and not len(tables[name]["run_id"]):
+            continue
         paths.append(out / f"{name}.csv")
         write_csv(paths[-1], tables[name])
     return paths

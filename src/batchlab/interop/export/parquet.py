@@ -15,7 +15,8 @@ from batchlab.store.tables import NULLABLE_INTEGERS, TABLE_NAMES, Columns, read_
 
 
 def export_parquet(directory: str | Path, to: str | Path) -> list[Path]:
-    """Write runs.parquet, epochs.parquet and steps.parquet into `to` (the CSV export's tables and columns).
+    """Write runs.parquet, epochs.parquet, steps.parquet (and evals.parquet when the study evaluated between epoch
+    ends) into `to`: the CSV export's tables and columns.
 
     Example::
 
@@ -31,6 +32,8 @@ def export_parquet(directory: str | Path, to: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TABLE_NAMES:
+        if name == "evals" and not len(tables[name]["run_id"]):
+            continue
         paths.append(out / f"{name}.parquet")
         pq.write_table(arrow_table(pa, tables[name]), paths[-1])
     return paths
