@@ -142,7 +142,8 @@ def test_tensorboard_csv_download_needs_no_column_flag(tmp_path):
     for name, sigma, seed in (("run-bs1-tag-loss.csv", 0.3, 0), ("run-bs64-tag-loss.csv", 0.03, 1)):
         write_curve(tmp_path / name, sigma, 300, seed=seed, header="Step,Value")
         rows = (tmp_path / name).read_text().splitlines()[1:]
-        (tmp_path / name).write_text("Wall time,Step,Value\n" + "".join(f"{1.7e9 + i},{r}\n" for i, r in enumerate(rows)))
+        rows = [f"{1.7e9 + i},{row}\n" for i, row in enumerate(rows)]
+        (tmp_path / name).write_text("Wall time,Step,Value\n" + "".join(rows))
     p = diagnose_cli("run-bs1-tag-loss.csv", "run-bs64-tag-loss.csv", "--json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     document = json.loads(p.stdout)

@@ -110,7 +110,8 @@ def test_multi_run_csv_gives_one_curve_per_run_labelled_file_and_run(tmp_path):
     path = tmp_path / "steps.csv"
     losses = write_batchlab_steps(path, {"bs1-seed0-abc": 40, "bs16-seed0-def": 12, "bs142-seed0-0a1": 6})
     histories = read_loss_histories(path)
-    assert [h.label for h in histories] == [f"{path}:bs1-seed0-abc", f"{path}:bs16-seed0-def", f"{path}:bs142-seed0-0a1"]
+    assert [h.label for h in histories] == [f"{path}:{run}" for run in ("bs1-seed0-abc", "bs16-seed0-def",
+                                                                        "bs142-seed0-0a1")]
     assert [h.run for h in histories] == list(losses)
     for h, values in zip(histories, losses.values(), strict=True):
         assert (h.format, h.source, h.x_unit, h.resolution) == ("csv", "batch_loss", "step", "per step")
@@ -402,7 +403,7 @@ def test_missing_tensorboard_package_is_a_one_line_hint(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "tensorboard" or m.startswith("tensorboard.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    with pytest.raises(BatchlabError, match=r"needs the tensorboard package; HINT: pip install 'batchlab\[tensorboard\]'"):
+    with pytest.raises(BatchlabError, match=r"needs the tensorboard package; HINT: pip install 'batchlab\[tensorboard"):
         read_loss_history(path)
 
 

@@ -60,7 +60,8 @@ def test_verdict_too_close_to_call_and_the_order_of_three():
     hs = [history("a.csv", 0.1, 300, seed=0), history("b.csv", 0.1, 300, seed=1), history("c.csv", 0.01, 300, seed=2)]
     text = verdict(hs, diagnose([h.loss for h in hs]))
     assert text.startswith("Too close to call:") and "most likely came" not in text
-    assert "Noisiest first:" in text and text.rstrip(".").split("Noisiest first: ")[1].split(", ")[2].startswith("c.csv")
+    assert "Noisiest first:" in text
+    assert text.rstrip(".").split("Noisiest first: ")[1].split(", ")[2].startswith("c.csv")
 
 
 def test_verdict_of_one_curve_asks_for_more():

@@ -72,7 +72,8 @@ def curve_table(history: LossHistory, noise: CurveNoise, *, rank: int, n_curves:
         table.add_column(name, justify="right" if name == "value" else "left")
     table.add_row("residual std of log-loss", f"{noise.residual_std_log:.4g}",
                   f"jitter around a running median of {DIAGNOSE_WINDOW} points, in log units (0.1: about 10%)")
-    table.add_row(f"  {CONFIDENCE:.0%} interval", f"{noise.residual_std_log_low:.4g} to {noise.residual_std_log_high:.4g}",
+    table.add_row(f"  {CONFIDENCE:.0%} interval",
+                  f"{noise.residual_std_log_low:.4g} to {noise.residual_std_log_high:.4g}",
                   "block bootstrap of the residuals")
     table.add_row("mean |change of log-loss|", f"{noise.mean_abs_first_difference:.4g}",
                   "typical move from one point to the next, trend included")
@@ -143,8 +144,8 @@ def comparability_warning(histories: Sequence[LossHistory]) -> str | None:
         parts.append("lengths differ (" + " vs ".join(f"{n:,}" for n in lengths) + " points)")
     if not parts:
         return None
-    return ("curves not comparable: " + " and ".join(parts) + "; a coarser, averaged or shorter curve shows less noise, "
-            "so the ranking is not only about batch size")
+    return ("curves not comparable: " + " and ".join(parts) + "; a coarser, averaged or shorter curve shows less "
+            "noise, so the ranking is not only about batch size")
 
 
 def _with_interval(noise: CurveNoise) -> str:
