@@ -45,6 +45,7 @@ DIAGNOSE_EXAMPLES = """examples:
   batchlab diagnose small.csv large.csv              which loss curve came from the smaller batch?
   batchlab diagnose lightning_logs/version_*/metrics.csv history.json
   batchlab diagnose runs/tb/ --tag train/loss --json  a TensorBoard directory (pip install 'batchlab[tensorboard]')
+  batchlab diagnose export/steps.csv                  batchlab's own export: one curve per run
 """
 
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
@@ -149,11 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose = sub.add_parser("diagnose", help="rank loss curves written by other tools by noise: which most likely "
                               "came from the smallest batch?", epilog=DIAGNOSE_EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    diagnose.add_argument("files", nargs="+", metavar="FILE", help="a CSV, a Lightning metrics.csv, a Keras History "
-                          "JSON, a TensorBoard events.out.tfevents.* file or a directory holding them")
+    diagnose.add_argument("files", nargs="+", metavar="FILE", help="a CSV (one curve per run where a run_id or run "
+                          "column names it, as in batchlab's steps.csv), TensorBoard's CSV download, a Lightning "
+                          "metrics.csv, a Keras History JSON, a TensorBoard events.out.tfevents.* file or a log "
+                          "directory (one curve per run)")
     diagnose.add_argument("--column", help="CSV column or JSON key to read (default: the training loss)")
     diagnose.add_argument("--tag", help="TensorBoard scalar tag to read (default: the training loss)")
-    diagnose.add_argument("--json", action="store_true", help="print a JSON list, one object per file, instead")
+    diagnose.add_argument("--json", action="store_true", help="print one JSON object instead: curves (one record "
+                          "each), smallest_batch, too_close_to_call, verdict, warnings")
     return parser
 
 
@@ -276,20 +280,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     import json
 
     from batchlab.analysis.diagnose import diagnose
-    from batchlab.interop.logs import read_loss_history
-    from batchlab.report.diagnose import comparability_warning, curve_table, diagnosis_records, verdict
+    from batchlab.interop.logs import read_loss_histories
+    from batchlab.report.diagnose import curve_table, diagnosis_document, diagnosis_warnings, verdict
 
-    histories = [read_loss_history(f, column=args.column, tag=args.tag) for f in args.files]
+    histories = [h for f in args.files for h in read_loss_histories(f, column=args.column, tag=args.tag)]
     result = diagnose([h.loss for h in histories])
-    warning = comparability_warning(histories)
-    if warning:
-        print(f"batchlab diagnose: warning: {warning}", file=sys.stderr)
+    for line in diagnosis_warnings(histories):
+        print(f"batchlab diagnose: warning: {line}", file=sys.stderr)
     if args.json:
-        print(json.dumps(diagnosis_records(histories, result), indent=2))
+        print(json.dumps(diagnosis_document(histories, result), indent=2))
         return 0
     console = _console()
     for h, noise, rank in zip(histories, result.noise, result.ranks, strict=True):
-        console.print(curve_table(h, noise, rank=rank, n_curves=len(histories)))
+        console.print(curve_table(h, noise, rank=rank, n_curves=len(histories), n_tied=result.ranks.count(rank)))
         console.print()
     console.print(verdict(histories, result))
     return 0

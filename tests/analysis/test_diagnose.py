@@ -10,6 +10,7 @@ from batchlab.analysis.diagnose import (
     REFIT_MAX_POINTS,
     curve_noise,
     diagnose,
+    noise_ranks,
     residual_std_interval,
 )
 from batchlab.analysis.noise import residual_std_log, running_median
@@ -69,7 +70,33 @@ def test_smooth_curves_have_zero_noise_and_cannot_be_called():
     assert d.noise[0].residual_std_log == 0.0
     assert (d.noise[0].residual_std_log_low, d.noise[0].residual_std_log_high) == (0.0, 0.0)
     assert np.isnan(d.noise[0].residual_lag1_autocorrelation)
-    assert d.too_close_to_call and d.ranks == (1, 2)  # ties keep the given order
+    assert d.too_close_to_call and d.ranks == (1, 1)  # a tie shares its rank (issue 11)
+
+
+@pytest.mark.parametrize(("values", "ranks"), [
+    ([0.3, 0.1, 0.2], (1, 3, 2)),
+    ([0.0, 0.0, 0.0], (1, 1, 1)),
+    ([0.0, 0.3, 0.0], (2, 1, 2)),
+    ([0.2, 0.2 * (1 + 1e-12), 0.1], (1, 1, 3)),  # equal to rounding
+    ([0.2, 0.2 * (1 + 1e-6), 0.1], (2, 1, 3)),  # a real (if tiny) difference
+    ([float("nan"), 0.1, float("nan")], (2, 1, 2)),
+    ([], ()),
+])
+def test_noise_ranks(values, ranks):
+    assert noise_ranks(values) == ranks
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_smooth_monotone_curves_tie_whatever_the_argument_order(order):
+    # issue 11: three strictly decreasing per-epoch curves all scored 0 and the ranks followed the argument order,
+    # calling the first (the full batch) "most likely the smallest batch"
+    epochs = np.arange(40)
+    curves = [np.exp(-epochs / tau) + floor for tau, floor in ((5, 0.01), (10, 0.05), (20, 0.1))]
+    d = diagnose([curves[i] for i in order])
+    assert d.ranks == (1, 1, 1) and d.smallest_batch is None and d.too_close_to_call
+    assert d.tied_for_noisiest == [0, 1, 2]
+    noisy = diagnose([curves[0], noisy_curve(0.1, 40, seed=0), curves[1]])
+    assert noisy.ranks == (2, 1, 2) and noisy.smallest_batch == 1 and noisy.tied_for_noisiest == []
 
 
 def test_one_curve_is_ranked_but_not_called():

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from batchlab.errors import BatchlabError
-from batchlab.interop.logs import MIN_POINTS, choose_loss_name, detect_format, read_loss_history
+from batchlab.interop.logs import (
+    MIN_POINTS,
+    choose_loss_name,
+    detect_format,
+    lightning_axis,
+    read_loss_histories,
+    read_loss_history,
+    sparse_fallback,
+)
 
 LOSSES = [2.3, 1.9, 1.7, 1.2, 1.25, 0.9, 0.8, 0.85]
 
@@ -38,10 +46,24 @@ def write(path: Path, text: str) -> Path:
     ({"loss": 9, "loss_scale": 9}, "loss"),
     ({"val_loss": 9, "test_loss": 4}, "val_loss"),  # only validation: the one with more values
     ({"interval_loss": 9, "val_loss": 9}, "interval_loss"),  # 'interval' is not the token 'val'
+    ({"epoch/train_loss": 11, "epoch/test_loss": 11, "step/batch_loss": 10}, "step/batch_loss"),  # batchlab's export
+    ({"train/batch_loss": 90, "train/epoch_loss": 10, "validation/epoch_loss": 10}, "train/batch_loss"),  # Keras
     ({"step": 9, "accuracy": 9}, None),
 ])
 def test_choose_loss_name(counts, chosen):
     assert choose_loss_name(counts) == chosen
+
+
+@pytest.mark.parametrize(("counts", "name", "fallback"), [
+    ({"train_loss_step": 4, "train_loss_epoch": 40, "val_loss": 40}, "train_loss_step", "train_loss_epoch"),
+    ({"step/batch_loss": 3, "epoch/train_loss": 4, "epoch/test_loss": 4}, "step/batch_loss", None),  # both too few
+    ({"step/batch_loss": 3, "epoch/train_loss": 6, "epoch/test_loss": 6}, "step/batch_loss", "epoch/train_loss"),
+    ({"train_loss_step": 5, "train_loss_epoch": 40}, "train_loss_step", None),  # 5 values: measurable, kept
+    ({"train_loss_step": 4, "val_loss": 40}, "train_loss_step", None),  # never a validation loss in its place
+    ({"loss": 3, "val_loss": 40}, "loss", None),  # not a per-step series
+])
+def test_sparse_fallback(counts, name, fallback):
+    assert sparse_fallback(counts, name) == fallback
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -73,6 +95,62 @@ def test_batchlab_export_steps_csv_is_read_as_plain_csv(tmp_path):
         f"b1,{i + 1},{i // 4 + 1},{v!r}\n" for i, v in enumerate(LOSSES)))
     h = read_loss_history(path)
     assert (h.format, h.source, h.x_unit, h.n_points) == ("csv", "batch_loss", "step", len(LOSSES))
+
+
+def write_batchlab_steps(path: Path, runs: dict[str, int]) -> dict[str, list[float]]:
+    """batchlab's steps.csv export (run_id,step,epoch,batch_loss), runs one after another; {run_id: losses}."""
+    losses = {run: [float(2 * np.exp(-s / n) + 0.01 * (s % 3)) for s in range(n)] for run, n in runs.items()}
+    write(path, "run_id,step,epoch,batch_loss\n" + "".join(
+        f"{run},{s + 1},{s // 4 + 1},{v!r}\n" for run, values in losses.items() for s, v in enumerate(values)))
+    return losses
+
+
+def test_multi_run_csv_gives_one_curve_per_run_labelled_file_and_run(tmp_path):
+    # issue 11: batchlab's steps.csv of a three-run study was read as one 143,800-point curve
+    path = tmp_path / "steps.csv"
+    losses = write_batchlab_steps(path, {"bs1-seed0-abc": 40, "bs16-seed0-def": 12, "bs142-seed0-0a1": 6})
+    histories = read_loss_histories(path)
+    assert [h.label for h in histories] == [f"{path}:{run}" for run in ("bs1-seed0-abc", "bs16-seed0-def",
+                                                                        "bs142-seed0-0a1")]
+    assert [h.run for h in histories] == list(losses)
+    for h, values in zip(histories, losses.values(), strict=True):
+        assert (h.format, h.source, h.x_unit, h.resolution) == ("csv", "batch_loss", "step", "per step")
+        np.testing.assert_array_equal(h.loss, values)
+        np.testing.assert_array_equal(h.x, np.arange(1.0, len(values) + 1))
+    with pytest.raises(BatchlabError, match=r"steps\.csv: holds 3 runs \(bs1-seed0-abc, bs16-seed0-def, bs142.*HINT"):
+        read_loss_history(path)
+
+
+def test_multi_run_epochs_csv_and_a_run_column_named_run(tmp_path):
+    path = write(tmp_path / "epochs.csv", "run_id,epoch,updates,train_loss,test_loss\n" + "".join(
+        f"{run},{e},{10 * e},{v},{v + 1}\n" for run in ("b", "a") for e, v in enumerate(LOSSES)))
+    histories = read_loss_histories(path)
+    assert [(h.run, h.source, h.x_unit, h.resolution, h.n_points) for h in histories] == [
+        ("b", "train_loss", "epoch", "per epoch", len(LOSSES)), ("a", "train_loss", "epoch", "per epoch", len(LOSSES))]
+    by_run = write(tmp_path / "r.csv", "run,loss\n" + "".join(f"{r},{v}\n" for r in "xy" for v in LOSSES))
+    assert [h.label for h in read_loss_histories(by_run)] == [f"{by_run}:x", f"{by_run}:y"]
+
+
+def test_multi_run_csv_with_a_short_run_names_the_run(tmp_path):
+    path = tmp_path / "steps.csv"
+    write_batchlab_steps(path, {"bs1-seed0-abc": 40, "bs142-seed0-0a1": 3})
+    with pytest.raises(BatchlabError, match=r"steps\.csv:bs142-seed0-0a1: 'batch_loss': got 3 finite loss values"):
+        read_loss_histories(path)
+
+
+def test_tensorboard_csv_download(tmp_path):
+    # issue 11: TensorBoard's "download CSV" needed --column Value
+    rows = "".join(f"{1.7e9 + i:.3f},{10 * i},{v}\n" for i, v in enumerate(LOSSES))
+    path = write(tmp_path / "run-bs1_lr0.03_seed0-tag-step_batch_loss.csv", "Wall time,Step,Value\n" + rows)
+    assert detect_format(path) == "tensorboard_csv"
+    h = read_loss_history(path, column="loss")  # --column fits other files, not this one: ignored
+    assert (h.format, h.source, h.x_unit, h.resolution) == ("tensorboard_csv", "Value", "step", "every 10 steps")
+    np.testing.assert_array_equal(h.loss, LOSSES)
+    keras = write(tmp_path / "run-train-tag-epoch_loss.csv", "Wall time,Step,Value\n" + "".join(
+        f"{1.7e9 + i},{i},{v}\n" for i, v in enumerate(LOSSES)))
+    assert (read_loss_history(keras).x_unit, read_loss_history(keras).resolution) == ("epoch", "per epoch")
+    with pytest.raises(BatchlabError, match="a header but no data rows"):
+        read_loss_history(write(tmp_path / "empty.csv", "Wall time,Step,Value\n"))
 
 
 def test_csv_keeps_non_finite_values_and_strips_bom_and_spaces(tmp_path):
@@ -126,6 +204,56 @@ def test_lightning_epoch_column_uses_the_epoch_axis(tmp_path):
     h = read_loss_history(path, column="train_loss_epoch")
     assert (h.x_unit, h.n_points, h.resolution) == ("epoch", 6, "per epoch")
     np.testing.assert_array_equal(h.x, np.arange(6.0))
+
+
+LIGHTNING_LOGS = Path(__file__).parent / "fixtures" / "lightning"
+
+
+def test_sparse_lightning_step_loss_falls_back_to_the_epoch_loss():
+    # issue 11: log_every_n_steps=50 left 4 train_loss_step values and diagnose exited 2
+    path = LIGHTNING_LOGS / "sparse_steps" / "metrics.csv"  # written by Lightning 2.6.6 (make_logs.py)
+    h = read_loss_history(path)
+    assert (h.source, h.x_unit, h.resolution, h.n_points) == ("train_loss_epoch", "epoch", "per epoch", 40)
+    np.testing.assert_array_equal(h.x, np.arange(40.0))
+    (note,) = h.notes
+    assert note.startswith(f"{path}: 'train_loss_step' holds 4 values, too few to measure (at least 5), so "
+                           "'train_loss_epoch' (40 values) was read instead; HINT")
+    with pytest.raises(BatchlabError, match="'train_loss_step': got 4 finite loss values"):
+        read_loss_history(path, column="train_loss_step")  # named: no fallback
+
+
+def test_epoch_only_lightning_log_is_per_epoch():
+    # issue 11: on_step=False, on_epoch=True writes a plain `train_loss` every 142 steps; it was called
+    # "every 142 steps" and drew a false resolution warning against per-epoch curves
+    h = read_loss_history(LIGHTNING_LOGS / "epoch_only" / "metrics.csv")
+    assert (h.source, h.x_unit, h.resolution, h.n_points, h.notes) == ("train_loss", "epoch", "per epoch", 12, ())
+    np.testing.assert_array_equal(h.x, np.arange(12.0))
+
+
+@pytest.mark.parametrize(("name", "epochs", "steps", "axis"), [
+    ("train_loss", [0, 1, 2, 3], [141, 283, 425, 567], "epoch"),  # once per epoch, at its last step
+    ("train_loss", [0, 0, 0, 1, 1, 1], [0, 1, 2, 3, 4, 5], "step"),  # every step
+    ("train_loss", [0, 1, 2, 3], [0, 1, 2, 3], "step"),  # one step per epoch (full batch): per step
+    ("train_loss", [0, 0, 1, 2, 4], [49, 99, 149, 199, 249], "step"),  # every 50 steps, skipping epoch 3
+    ("train_loss_step", [0, 1, 2, 3], [49, 99, 149, 199], "step"),  # named by Lightning's suffix
+    ("train_loss_epoch", [0, 1, 2, 3], [4, 9, 14, 19], "epoch"),
+])
+def test_lightning_axis(name, epochs, steps, axis):
+    assert lightning_axis(np.array(epochs, float), np.array(steps, float), name=name) == axis
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lightning") is None, reason="lightning is not installed")
+@pytest.mark.filterwarnings("ignore")  # lightning's own deprecation and tip warnings
+def test_fresh_lightning_logs_match_the_committed_ones(tmp_path):
+    sys.path.insert(0, str(LIGHTNING_LOGS))
+    try:
+        from make_logs import write_logs
+    finally:
+        sys.path.remove(str(LIGHTNING_LOGS))
+    for name, path in write_logs(tmp_path).items():
+        fresh, committed = read_loss_history(path), read_loss_history(LIGHTNING_LOGS / name / "metrics.csv")
+        assert (fresh.source, fresh.x_unit, fresh.n_points) == (committed.source, committed.x_unit, committed.n_points)
+        np.testing.assert_array_equal(fresh.x, committed.x)
 
 
 def test_lightning_is_detected_by_suffixes_under_another_name(tmp_path):
@@ -220,6 +348,44 @@ def test_tensorboard_resumed_run_later_value_wins_and_steps_are_sorted(tmp_path)
 
 
 @needs_tensorboard
+def test_tensorboard_log_directory_gives_one_curve_per_run(tmp_path):
+    # issue 11: a log directory of three runs was read as one curve (the first run's) and --tag then failed
+    tensorboard = pytest.importorskip("torch.utils.tensorboard")
+    logdir = tmp_path / "runs"
+    for run, n in (("bs16", 30), ("bs2", 40), ("bs128", 20)):
+        writer = tensorboard.SummaryWriter(str(logdir / run))
+        for step, value in curve(n):
+            writer.add_scalar("Loss/train", value, step)
+            writer.add_scalar("Loss/test", value + 0.5, step)
+        writer.close()
+    write_events(logdir, {})  # a top-level file without scalars (batchlab's export puts its hparams there)
+    histories = read_loss_histories(logdir)
+    assert [(h.label, h.run, h.source, h.n_points) for h in histories] == [
+        (f"{logdir}/bs2", "bs2", "Loss/train", 40), (f"{logdir}/bs16", "bs16", "Loss/train", 30),
+        (f"{logdir}/bs128", "bs128", "Loss/train", 20)]  # natural order
+    np.testing.assert_allclose(histories[0].loss, [v for _, v in curve(40)], rtol=1e-6)
+    assert [h.n_points for h in read_loss_histories(logdir, tag="Loss/test")] == [40, 30, 20]
+    assert read_loss_history(logdir / "bs16").label == str(logdir / "bs16")  # a run's own directory: one curve
+    with pytest.raises(BatchlabError, match=r"runs: holds 3 runs \(bs2, bs16, bs128\)"):
+        read_loss_history(logdir)
+
+
+@needs_tensorboard
+def test_tensorboard_runs_keep_their_keras_splits_and_each_needs_the_tag(tmp_path):
+    logs = tmp_path / "logs"
+    for run, offset in (("adam", 0.0), ("sgd", 0.2)):
+        write_events(logs / run / "train", {"epoch_loss": curve(12, offset)}, tensor=True)
+        write_events(logs / run / "validation", {"epoch_loss": curve(12, offset + 0.5)}, tensor=True)
+    histories = read_loss_histories(logs)
+    assert [(h.label, h.source, h.x_unit) for h in histories] == [
+        (f"{logs}/adam", "train/epoch_loss", "epoch"), (f"{logs}/sgd", "train/epoch_loss", "epoch")]
+    assert read_loss_histories(logs, tag="validation/epoch_loss")[1].loss[0] == pytest.approx(2.7)
+    write_events(logs / "other", {"accuracy": curve(12)})
+    with pytest.raises(BatchlabError, match=r"logs/other: no loss scalar tag .* scalar tags found: accuracy"):
+        read_loss_histories(logs)
+
+
+@needs_tensorboard
 def test_tensorboard_errors_name_the_path_and_the_tags(tmp_path):
     path = write_events(tmp_path / "tb", {"accuracy": curve(20)})
     with pytest.raises(BatchlabError, match=r"no loss scalar tag .* scalar tags found: accuracy; HINT: .*--tag"):
@@ -237,7 +403,7 @@ def test_missing_tensorboard_package_is_a_one_line_hint(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "tensorboard" or m.startswith("tensorboard.")]:
         monkeypatch.setitem(sys.modules, name, None)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
-    with pytest.raises(BatchlabError, match=r"needs the tensorboard package; HINT: pip install 'batchlab\[tensorboard\]'"):
+    with pytest.raises(BatchlabError, match=r"needs the tensorboard package; HINT: pip install 'batchlab\[tensorboard"):
         read_loss_history(path)
 
 
