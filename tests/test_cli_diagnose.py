@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.paths import FIXTURES
+
 CLI = (sys.executable, "-m", "batchlab.cli", "diagnose")
 
 
@@ -109,7 +111,7 @@ def test_help_has_examples(tmp_path):
     assert diagnose_cli(cwd=tmp_path).returncode == 2  # FILE is required
 
 
-LIGHTNING_LOGS = Path(__file__).parent / "fixtures" / "lightning"  # written by Lightning 2.6.6 (make_logs.py)
+LIGHTNING_LOGS = FIXTURES / "lightning"  # written by Lightning 2.6.6 (make_logs.py)
 
 
 def test_sparse_lightning_log_is_read_per_epoch_with_a_warning(curves, tmp_path):

@@ -23,6 +23,7 @@ from batchlab.interop.logs import (
     read_loss_history,
     sparse_fallback,
 )
+from tests.paths import FIXTURES
 
 LOSSES = [2.3, 1.9, 1.7, 1.2, 1.25, 0.9, 0.8, 0.85]
 
@@ -206,7 +207,7 @@ def test_lightning_epoch_column_uses_the_epoch_axis(tmp_path):
     np.testing.assert_array_equal(h.x, np.arange(6.0))
 
 
-LIGHTNING_LOGS = Path(__file__).parent / "fixtures" / "lightning"
+LIGHTNING_LOGS = FIXTURES / "lightning"
 
 
 def test_sparse_lightning_step_loss_falls_back_to_the_epoch_loss():
