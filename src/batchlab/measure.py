@@ -91,7 +91,7 @@ class GroupMeasurements:
         grad_sq_norm = float(np.sum((total / n) ** 2))
         trace_sigma = max(total_sq / n - grad_sq_norm, 0.0)
         b = trace_sigma / grad_sq_norm if grad_sq_norm > 0 else math.inf
-        return b, b, b, grad_sq_norm, trace_sigma
+        return b, math.nan, math.nan, grad_sq_norm, trace_sigma  # exact: no sampling error, no interval
 
     def _estimate(self, params: Any) -> tuple[float, ...]:
         from batchlab.probes import microbatch_gradients
@@ -101,7 +101,7 @@ class GroupMeasurements:
         k = min(MICROBATCHES, n // b)
         grads = microbatch_gradients(self.model, params, self.data.x_train, self.data.y_train, microbatch_size=b,
                                      k=k, seed=self.seed, task=self.task)
-        est = b_simple_two_batch(grads, b, n_train=n, seed=self.seed)
+        est = b_simple_two_batch(grads, b, n_train=n)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
     def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:

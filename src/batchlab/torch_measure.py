@@ -88,7 +88,7 @@ class TorchMeasurements(GroupMeasurements):
         index = np.random.default_rng(self.seed).permutation(n)[:k * b].reshape(k, b)  # as probes.microbatch_gradients
         x, y = self._data(self.data.x_train[index], self.data.y_train[index])
         grads = vmap(grad(self.loss), in_dims=(None, 0, 0))(self._theta(params), x, y).detach().cpu().numpy()
-        est = b_simple_two_batch(grads, b, n_train=n, seed=self.seed)
+        est = b_simple_two_batch(grads, b, n_train=n)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
     def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:
