@@ -88,8 +88,10 @@ class StudyResults:
         """Steps-to-target, the S(B) fit, noise scale, gaps and curvature (see `batchlab.analysis.study`)."""
         from batchlab.analysis.study import analyze
 
+        spec = self.meta.get("spec", {})
         return analyze(self.summaries, self.epochs, self.end_metrics, compared=self.best_runs(),
-                       target_metric=target_metric, target=target)
+                       target_metric=target_metric, target=target, budget_steps=spec.get("budget_steps"),
+                       budget_examples=spec.get("budget_examples"))
 
     def explanation(self, *, target_metric: str = "train_loss", target: float | None = None) -> str:
         from batchlab.report.findings import (

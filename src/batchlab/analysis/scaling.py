@@ -72,6 +72,19 @@ class StepsToTarget:
                 f"lr={self.lr:g}, seed={self.seed})")
 
 
+def within_budget(batch_size: int, steps: np.ndarray, *, max_steps: int | None = None,
+                  max_examples: int | None = None) -> np.ndarray:
+    """Which evaluations count under the budgets: steps <= `max_steps` and batch_size * steps <= `max_examples`
+    (batch_science's `apply_step_budget` and `apply_example_budget`); all of them without budgets."""
+    steps = np.asarray(steps)
+    ok = np.ones(steps.shape, bool)
+    if max_steps is not None:
+        ok &= steps <= max_steps
+    if max_examples is not None:
+        ok &= batch_size * steps <= max_examples
+    return ok
+
+
 def steps_to_target(trials: Sequence[Trial], target: float, *, max_steps: int | None = None,
                     max_examples: int | None = None) -> dict[int, StepsToTarget]:
     """For each batch size B: over all its trials (learning rates, seeds), the fewest steps at which an evaluation
@@ -93,11 +106,7 @@ def steps_to_target(trials: Sequence[Trial], target: float, *, max_steps: int | 
             if trial.diverged:
                 continue
             steps, values = np.asarray(trial.steps), np.asarray(trial.values, float)
-            ok = values < target
-            if max_steps is not None:
-                ok &= steps <= max_steps
-            if max_examples is not None:
-                ok &= b * steps <= max_examples
+            ok = (values < target) & within_budget(b, steps, max_steps=max_steps, max_examples=max_examples)
             hits = np.flatnonzero(ok)
             if len(hits) and (best is None or steps[hits[0]] < best[0]):
                 best = (int(steps[hits[0]]), float(np.asarray(trial.wall_times)[hits[0]]), trial)

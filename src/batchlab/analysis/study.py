@@ -30,6 +30,7 @@ from batchlab.analysis.scaling import (
     fit_critical_batch,
     scaling_regime,
     steps_to_target,
+    within_budget,
 )
 from batchlab.errors import BatchlabError
 
@@ -59,6 +60,10 @@ class StudyAnalysis:
     matched_target: float
     matched: dict[str, MatchedGap | None]
     end_metrics: dict[str, dict[str, float]]
+    budget_steps: int | None = None
+    """The study's budget in updates per run: evaluations after it do not count towards steps-to-target."""
+    budget_examples: int | None = None
+    """The study's budget in examples per run (batch size x updates), likewise."""
 
 
 def metric_curve(epochs: Mapping[str, np.ndarray], metric: str) -> np.ndarray:
@@ -69,23 +74,32 @@ def metric_curve(epochs: Mapping[str, np.ndarray], metric: str) -> np.ndarray:
 
 def analyze(summaries: list[RunSummary], epochs: Mapping[str, Mapping[str, np.ndarray]],
             end_metrics: Mapping[str, Mapping[str, float]], *, compared: list[RunSummary] | None = None,
-            target_metric: str = "train_loss", target: float | None = None) -> StudyAnalysis:
+            target_metric: str = "train_loss", target: float | None = None, budget_steps: int | None = None,
+            budget_examples: int | None = None) -> StudyAnalysis:
     """Steps-to-target over all learning rates and seeds (Shallue et al. 2018), the S(B) fit (McCandlish et al.
     2018), and the rest. The default target is TARGET_SLACK times the largest, over batch sizes, of the best value
     any of its runs reached. Noise scale, gaps and curvature are read on the `compared` runs (default: all; a
-    sweep passes each batch size's best learning rate, so a rate that blew up does not set the matched loss)."""
+    sweep passes each batch size's best learning rate, so a rate that blew up does not set the matched loss).
+
+    `budget_steps` / `budget_examples` are the study's budget (its spec's fields of those names). Runs train whole
+    epochs, so they overshoot it (batch size 1 on 1,437 examples takes 4,311 updates for a budget of 3,000); as in
+    batch_science (`apply_step_budget`, `apply_example_budget`), only evaluations at steps <= budget_steps, or with
+    B * steps <= budget_examples, count, for steps-to-target and for the default target alike. A batch size with no
+    such evaluation below the target is not reached (`StepsToTarget.feasible` False) and is left out of the fit."""
     if target_metric not in TARGET_METRICS:
         raise BatchlabError(f"target_metric: got {target_metric!r}; allowed: {', '.join(TARGET_METRICS)}")
     trials = [Trial(s.batch_size, s.lr, s.seed, np.asarray(epochs[s.run_id]["updates"]),
                     metric_curve(epochs[s.run_id], target_metric), np.asarray(epochs[s.run_id]["wall_time_s"]),
                     s.status == "diverged") for s in summaries]
+    budget = {"max_steps": budget_steps, "max_examples": budget_examples}
     if target is None:
         best = {}
         for t in trials:
-            if not t.diverged and np.isfinite(t.values).any():
-                best[t.batch_size] = min(best.get(t.batch_size, np.inf), float(np.nanmin(t.values)))
+            values = t.values[within_budget(t.batch_size, t.steps, **budget)]
+            if not t.diverged and np.isfinite(values).any():
+                best[t.batch_size] = min(best.get(t.batch_size, np.inf), float(np.nanmin(values)))
         target = TARGET_SLACK * max(best.values()) if best else float("nan")
-    reached = steps_to_target(trials, target)
+    reached = steps_to_target(trials, target, **budget)
     fit, note = _fit(reached)
     time_per_update = {}
     for b in sorted({s.batch_size for s in summaries}):
@@ -104,7 +118,7 @@ def analyze(summaries: list[RunSummary], epochs: Mapping[str, Mapping[str, np.nd
         {s.run_id: generalization_gap(*(epochs[s.run_id][k] for k in ("train_loss", "test_loss", "train_acc",
                                                                          "test_acc"))) for s in ok},
         matched_target, gap_at_matched_train_loss(curves, matched_target) if curves else {},
-        {k: dict(v) for k, v in end_metrics.items()})
+        {k: dict(v) for k, v in end_metrics.items()}, budget_steps, budget_examples)
 
 
 def _fit(reached: Mapping[int, StepsToTarget]) -> tuple[CriticalBatchFit | None, str]:

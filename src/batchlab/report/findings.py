@@ -7,6 +7,7 @@ import numpy as np
 
 from batchlab.analysis.curves import noise_ratio_vs_sqrt_prediction
 from batchlab.analysis.runs import RunSummary
+from batchlab.analysis.scaling import StepsToTarget
 from batchlab.analysis.study import StudyAnalysis
 
 METRIC_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "test_error": "test error"}
@@ -20,10 +21,13 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
     if not reached:
         return f"Steps to target: no batch size reached {name} < {a.target:.4g}."
     steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
-    text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it, best over learning rates "
-            f"and seeds; Shallue et al. 2018): {steps}.")
+    budget = _budget(a)
+    text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it"
+            f"{f' within {budget}' if budget else ''}, best over learning rates and seeds; Shallue et al. 2018): "
+            f"{steps}.")
     if missed:
-        text += f" Not reached within the budget: B = {', '.join(map(str, missed))}."
+        where = f"within {budget} (later evaluations do not count)" if budget else "by the end of training"
+        text += f" Not reached {where}: B = {', '.join(_missed(a.steps_to_target[b]) for b in missed)}."
     if a.fit is not None:
         f = a.fit
         regimes = ", ".join(f"{b:,}: {r}" for b, r in a.regimes.items())
@@ -43,6 +47,22 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
                  f"B = {row.batch_size:,}) on this machine, the fastest batch size to the target in wall time is "
                  f"{row.batch_size:,} ({row.wall_time_s:.3g} s).")
     return text
+
+
+def _budget(a: StudyAnalysis) -> str:
+    """'the budget of 3,000 updates per run' (or examples), '' for a study trained for a number of epochs."""
+    if getattr(a, "budget_steps", None) is not None:
+        return f"the budget of {a.budget_steps:,} updates per run"
+    if getattr(a, "budget_examples", None) is not None:
+        return f"the budget of {a.budget_examples:,} examples per run"
+    return ""
+
+
+def _missed(st: StepsToTarget) -> str:
+    """A batch size that did not reach the target, and why when every one of its runs diverged."""
+    if st.n_trials and st.n_diverged == st.n_trials:
+        return f"{st.batch_size:,} (" + (f"all {st.n_trials} runs" if st.n_trials > 1 else "its run") + " diverged)"
+    return f"{st.batch_size:,}"
 
 
 def noise_scale_paragraph(a: StudyAnalysis) -> str:
