@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,12 @@ import pytest
 
 from batchlab.analysis.runs import summarize_run
 from batchlab.analysis.study import analyze
-from batchlab.report.findings import generalization_paragraph, noise_scale_paragraph, scaling_paragraph
+from batchlab.report.findings import (
+    generalization_paragraph,
+    noise_ratio_paragraph,
+    noise_scale_paragraph,
+    scaling_paragraph,
+)
 from batchlab.results import StudyResults
 
 S_MIN, B_CRIT = 200.0, 50.0
@@ -121,3 +127,13 @@ def test_study_results_apply_the_budget_of_their_spec():
     results = StudyResults(Path("."), meta, summaries, epochs, {}, {})
     a = results.analysis(target=0.5)
     assert a.budget_steps == 1000 and not a.steps_to_target[5].feasible and a.steps_to_target[25].steps == 600
+
+
+def test_the_noise_paragraph_names_the_share_of_zero_step_losses():
+    summaries, _ = study((5, 25))
+    summaries = [dataclasses.replace(s, step_noise=0.5 if s.batch_size == 5 else 0.2,
+                                     step_zero_fraction=0.13 if s.batch_size == 5 else 0.0) for s in summaries]
+    text = noise_ratio_paragraph(summaries, n_train=10_000)
+    assert "5 vs 25: measured 2.50x" in text and "left out of the metric: 13% at B = 5." in text
+    assert "float32" not in noise_ratio_paragraph([dataclasses.replace(s, step_zero_fraction=0.0) for s in summaries],
+                                                  n_train=10_000)

@@ -141,7 +141,16 @@ def noise_ratio_paragraph(runs: list[RunSummary], *, n_train: int) -> str:
         r = noise_ratio_vs_sqrt_prediction(float(np.mean(by_b[small])), small, float(np.mean(by_b[b])), b,
                                            n_train=n_train)
         pairs.append(f"{small:,} vs {b:,}: measured {r.measured:.2f}x, predicted {r.predicted:.2f}x")
-    return ("Step noise against the sampling prediction (ratio of minibatch-loss noise, smaller batch over larger; "
+    text = ("Step noise against the sampling prediction (ratio of minibatch-loss noise, smaller batch over larger; "
             "predicted from the spread of a minibatch mean, sqrt((N - B) / (B (N - 1)))): " + "; ".join(pairs)
             + ". The metric is taken on log-loss and over the whole run, so it carries the spread of per-example losses "
             "and the course of training too; it need not follow the prediction exactly.")
+    zeros: dict[int, list[float]] = {}
+    for s in runs:
+        if s.status != "diverged" and s.batch_size in by_b:
+            zeros.setdefault(s.batch_size, []).append(getattr(s, "step_zero_fraction", 0.0))
+    shown = [f"{np.mean(v):.0%} at B = {b:,}" for b, v in sorted(zeros.items()) if np.mean(v) >= 0.01]
+    if shown:
+        text += (" Step losses that are 0 in float32 (below ~1.2e-7, where the log is unknown) are counted and left "
+                 "out of the metric: " + ", ".join(shown) + ".")
+    return text
