@@ -121,7 +121,8 @@ def b_simple_two_batch(microbatch_grads: np.ndarray, microbatch_size: int, *, n_
        freedom. Unlike the delta method it does not assume |G|^2 far from 0, and it always contains the point
        estimate (the left side is 0 there). r <= 0 means |G|^2 <= 0, i.e. B_simple = inf, so the interval is
        [1 / r_high, 1 / r_low] with 1 / r read as inf for r <= 0: the upper end is inf exactly when the |G|^2
-       interval reaches 0 (the signal is not resolved from the noise), the lower end stays informative. When
+       interval reaches 0 (the signal is not resolved from the noise), the lower end stays informative; an
+       |G|^2 interval wholly below 0 gives [inf, inf] (no signal at all, as at a minimum of the loss). When
        tr(Sigma) itself is not resolved (its interval reaches 0) the set is unbounded and the interval is
        [0, inf]; with k = 2 there is no jackknife and the interval is [0, inf] too.
 
