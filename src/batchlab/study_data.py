@@ -85,6 +85,9 @@ class StudyData:
         computed once per (metric, target)."""
         key = (target_metric, target)
         if key not in self._analyses:
+            spec = self.meta.get("spec", {})
             self._analyses[key] = analyze(self.summaries, self.epochs, self.end_metrics, compared=self.best_runs(),
-                                          target_metric=target_metric, target=target)
+                                          target_metric=target_metric, target=target,
+                                          budget_steps=spec.get("budget_steps"),
+                                          budget_examples=spec.get("budget_examples"), evals=self.evals)
         return self._analyses[key]

@@ -25,9 +25,14 @@ def test_mean_abs_first_difference_hand_worked():
     assert np.isnan(mean_abs_first_difference(np.array([1.0])))
 
 
-def test_mean_abs_first_difference_floors_zero_losses():
-    # a float32 loss of exactly 0 is floored at 1e-8 rather than giving -inf
-    assert mean_abs_first_difference(np.array([1.0, 0.0])) == pytest.approx(-np.log(1e-8))
+def test_mean_abs_first_difference_skips_unresolved_losses():
+    # Issue 11: a float32 loss of exactly 0 used to be floored at 1e-8, which made the step 0 -> 1 worth
+    # -ln(1e-8) = 18.4, a number set by the floor. Now unresolved values are left out: consecutive resolvable
+    # points are compared (ln 2 and ln 4 here), and a curve with fewer than 2 of them has no value.
+    assert np.isnan(mean_abs_first_difference(np.array([1.0, 0.0])))
+    loss = np.array([1.0, 0.0, 2.0, 1e-9, 0.0, 8.0])
+    assert mean_abs_first_difference(loss) == pytest.approx((np.log(2) + np.log(4)) / 2)
+    assert fraction_rising(loss) == pytest.approx(2 / 5)  # order is known even for zeros: 0 -> 2 and 0 -> 8 rise
 
 
 def test_fraction_rising_hand_worked():

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from batchlab.analysis.gns import b_simple_exact, b_simple_two_batch
+from batchlab.analysis.gns import _fieller_interval, _jackknife_covariance, b_simple_exact, b_simple_two_batch
 from batchlab.errors import BatchlabError
 
 
@@ -63,7 +63,7 @@ def test_expected_squared_norm_of_a_minibatch_gradient():
 def test_two_batch_numerator_and_denominator_are_unbiased():
     rng = np.random.default_rng(4)
     draws = microbatches(rng, 4, 8, size=(4000,))
-    estimates = [b_simple_two_batch(d, 8, n_bootstrap=1) for d in draws]
+    estimates = [b_simple_two_batch(d, 8) for d in draws]
     g2, tr = np.array([e.grad_sq_norm for e in estimates]), np.array([e.trace_sigma for e in estimates])
     def se(x):
         return x.std() / np.sqrt(len(x))
@@ -81,7 +81,7 @@ def test_two_batch_is_unbiased_for_disjoint_draws_from_a_finite_set_only_with_n_
     for _ in range(6000):
         rows = population[rng.permutation(12)[:6]].reshape(3, 2, 3).mean(axis=1)  # k = 3 microbatches of 2
         for n_train, found in estimates.items():
-            est = b_simple_two_batch(rows, 2, n_train=n_train, n_bootstrap=1)
+            est = b_simple_two_batch(rows, 2, n_train=n_train)
             found.append((est.grad_sq_norm, est.trace_sigma))
     corrected, naive = np.array(estimates[12]), np.array(estimates[None])
     se = corrected.std(axis=0) / np.sqrt(len(corrected))
@@ -91,27 +91,59 @@ def test_two_batch_is_unbiased_for_disjoint_draws_from_a_finite_set_only_with_n_
     assert naive[:, 1].mean() - exact.trace_sigma > 5 * se[1]
 
 
-def test_bootstrap_interval_covers_the_truth_and_is_reproducible():
+def test_fieller_interval_hand_worked():
+    # g = 4, t = 8, V = diag(1, 4), q = 2: 48 r^2 - 64 r + 12 <= 0, r in [(32 - sqrt(448)) / 48, (32 + sqrt(448)) / 48]
+    low, high = _fieller_interval(4.0, 8.0, np.diag([1.0, 4.0]), 2.0)
+    assert (low, high) == (pytest.approx(48 / (32 + np.sqrt(448))), pytest.approx(48 / (32 - np.sqrt(448))))
+    assert low < 8 / 4 < high
+    # the |G|^2 interval reaches 0 (g^2 < q^2 V_gg): the upper end is inf, the lower end stays finite
+    low, high = _fieller_interval(1.0, 8.0, np.diag([1.0, 4.0]), 2.0)
+    assert high == np.inf and low == pytest.approx(48 / (8 + np.sqrt(64 + 3 * 48)))
+    # tr(Sigma) itself unresolved (t^2 < q^2 V_tt): nothing is known
+    assert _fieller_interval(4.0, 3.0, np.diag([1.0, 4.0]), 2.0) == (0.0, np.inf)
+
+
+def test_jackknife_covariance_matches_the_spread_of_the_estimates():
+    # tr(Sigma)'s jackknife variance is nearly unbiased; |G|^2's errs high (Efron-Stein), by at most ~2x here
     rng = np.random.default_rng(6)
-    covered = 0
-    repeats = 200
-    for draw in microbatches(rng, 32, 16, size=(repeats,)):
-        est = b_simple_two_batch(draw, 16, n_bootstrap=400, seed=0)
-        assert est.b_simple_low <= est.b_simple <= est.b_simple_high
-        covered += est.b_simple_low <= TRUE_B_SIMPLE <= est.b_simple_high
-    assert 0.85 <= covered / repeats <= 0.99  # percentile intervals run a little narrow at k = 32 (~89%)
-    draw = microbatches(rng, 32, 16)
-    a, b = b_simple_two_batch(draw, 16, seed=7), b_simple_two_batch(draw, 16, seed=7)
-    c = b_simple_two_batch(draw, 16, seed=8)
+    draws = microbatches(rng, 32, 4, size=(3000,))
+    estimates = [b_simple_two_batch(d, 4) for d in draws]
+    g2, tr = np.array([e.grad_sq_norm for e in estimates]), np.array([e.trace_sigma for e in estimates])
+    variances = np.array([np.diag(_jackknife_covariance(d @ d.T, 4, None)) for d in draws[:500]]).mean(axis=0)
+    assert variances[1] == pytest.approx(tr.var(), rel=0.1)
+    assert g2.var() <= variances[0] <= 2.2 * g2.var()
+
+
+def test_interval_is_deterministic_and_brackets_the_estimate():
+    draw = microbatches(np.random.default_rng(7), 32, 16)
+    a, b = b_simple_two_batch(draw, 16), b_simple_two_batch(draw, 16)
     assert (a.b_simple_low, a.b_simple_high) == (b.b_simple_low, b.b_simple_high)
-    assert (a.b_simple_low, a.b_simple_high) != (c.b_simple_low, c.b_simple_high)
-    assert a.b_simple == c.b_simple and a.method == "two_batch" and a.n == 32 and a.confidence == 0.95
+    assert a.b_simple_low <= a.b_simple <= a.b_simple_high and a.method == "two_batch" and a.n == 32
+    wider = b_simple_two_batch(draw, 16, confidence=0.99)
+    assert wider.b_simple_low < a.b_simple_low and a.confidence == 0.95 and wider.confidence == 0.99
+
+
+def test_microbatches_covering_the_training_set_give_the_exact_noise_scale_and_a_tight_interval():
+    # b = 1, k = N: both estimators are exact and |G|^2 has no sampling error (finite-population factor 0)
+    grads = np.random.default_rng(8).normal(size=(40, 3)) + 0.6
+    est = b_simple_two_batch(grads, 1, n_train=40)
+    exact = b_simple_exact(grads).b_simple
+    assert est.b_simple == pytest.approx(exact) and est.b_simple_low <= exact <= est.b_simple_high
+    iid = b_simple_two_batch(grads, 1)
+    assert est.b_simple_high / est.b_simple_low < iid.b_simple_high / iid.b_simple_low
 
 
 def test_pure_noise_gives_an_infinite_noise_scale():
     # microbatch gradients symmetric about 0: the big-batch gradient is 0, the |G|^2 estimate negative
     est = b_simple_two_batch(np.array([[1.0, 2.0], [-1.0, -2.0]]), 4)
-    assert est.grad_sq_norm < 0 and est.b_simple == np.inf and est.b_simple_high == np.inf
+    assert est.grad_sq_norm < 0 and est.b_simple == np.inf
+    assert (est.b_simple_low, est.b_simple_high) == (0.0, np.inf)  # two microbatches: no jackknife, no interval
+    # G = 0: B_simple is inf, and a 95% interval must reach it (upper end inf) in about 95% of draws
+    draws = np.random.default_rng(9).normal(size=(300, 32, 5)) @ L.T
+    estimates = [b_simple_two_batch(d, 4) for d in draws]
+    assert np.mean([e.b_simple_high == np.inf for e in estimates]) >= 0.93
+    assert all(e.b_simple == np.inf for e in estimates if e.grad_sq_norm <= 0)
+    assert all(e.b_simple_low <= e.b_simple <= e.b_simple_high for e in estimates)
 
 
 def test_invalid_inputs_are_named():

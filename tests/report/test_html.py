@@ -133,7 +133,7 @@ def test_optional_sections_render_from_their_data(study):
                               "end", "config"]
     assert '<td class="text">b_crit</td><td>20</td>' in page
     assert "3.25" in page and "17.5" in page and "top_eigenvalue" in page
-    assert "Target: the first evaluation with train loss &lt;= 0.5." in page
+    assert "Target: the first evaluation with train loss &lt; 0.5." in page  # strictly below, as steps_to_target
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """More loss-noise metrics on raw curves, and the 1/sqrt(B) sampling-noise prediction they are compared with.
 
 Like :mod:`batchlab.analysis.noise`, every metric works on the raw curve and states the trend it removes (if
-any). Non-finite values (a diverged tail) are dropped before a metric is computed, and losses are floored at
-`LOSS_FLOOR` before the log, because a float32 cross-entropy can round to exactly 0.
+any). Non-finite values (a diverged tail) are dropped before a metric is computed, and the log-loss metrics use
+only the resolvable values (L >= UNRESOLVED_LOSS, :func:`batchlab.analysis.noise.resolvable_log_loss`): a float32
+cross-entropy that rounded to 0 has no log, and no floor stands in for it. Their "consecutive" points are
+consecutive resolvable points.
 """
 
 from __future__ import annotations
@@ -11,27 +13,23 @@ from typing import NamedTuple
 
 import numpy as np
 
-from batchlab.analysis.noise import LOSS_FLOOR, running_median
+from batchlab.analysis.noise import resolvable_log_loss, running_median
 from batchlab.errors import invalid
 
 
-def _finite_log(loss: np.ndarray) -> np.ndarray:
-    loss = np.asarray(loss, float)
-    loss = loss[np.isfinite(loss)]
-    return np.log(np.maximum(loss, LOSS_FLOOR))
-
-
 def mean_abs_first_difference(loss: np.ndarray) -> float:
-    """mean_t |log L_{t+1} - log L_t|: the typical step-to-step change of a curve in log units (0.05 means the
-    loss moves by about 5% from one point to the next), trend included. NaN for fewer than 2 points."""
-    log_loss = _finite_log(loss)
+    """mean_t |log L_{t+1} - log L_t| over consecutive resolvable values: the typical step-to-step change of a
+    curve in log units (0.05 means the loss moves by about 5% from one point to the next), trend included. NaN for
+    fewer than 2 resolvable points."""
+    log_loss = resolvable_log_loss(loss)
     return float(np.mean(np.abs(np.diff(log_loss)))) if len(log_loss) >= 2 else float("nan")
 
 
 def fraction_rising(loss: np.ndarray) -> float:
     """(1 / (T - 1)) * #{t : L_{t+1} > L_t}: the fraction of consecutive pairs in which the loss rises (strictly;
     ties count as not rising). Near 0 for a steadily falling curve, near 0.5 for noise around a flat trend.
-    NaN for fewer than 2 points."""
+    NaN for fewer than 2 points. It needs only the order of the values, so unresolved ones keep their place: a 0 is
+    below every resolvable loss (the true value is under 1.2e-7), and two zeros tie (their order is unknown)."""
     loss = np.asarray(loss, float)
     loss = loss[np.isfinite(loss)]
     return float(np.mean(np.diff(loss) > 0)) if len(loss) >= 2 else float("nan")
@@ -48,9 +46,10 @@ def residual_lag1_autocorrelation(loss: np.ndarray, window: int) -> float:
     towards +1; a loss that alternates up and down (an oscillation, e.g. a step size near its stability limit)
     gives values towards -1, provided the window is 4m + 3 (3, 7, 51, ...): a window of 4m + 1 (5, 9, ...) holds
     more points of the same parity than of the other, so its median follows a period-2 oscillation and removes it
-    along with the trend (residual_std_log has the same blind spot). The window shrinks to the largest odd number
-    <= the number of points. NaN for fewer than 3 points or residuals that are all equal (a smooth curve)."""
-    log_loss = _finite_log(loss)
+    along with the trend (residual_std_log has the same blind spot). Like residual_std_log it uses the resolvable
+    values only, consecutive among themselves. The window shrinks to the largest odd number <= the number of
+    points. NaN for fewer than 3 points or residuals that are all equal (a smooth curve)."""
+    log_loss = resolvable_log_loss(loss)
     n = len(log_loss)
     if n < 3:
         return float("nan")

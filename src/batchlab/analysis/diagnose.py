@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from batchlab.analysis.curves import fraction_rising, mean_abs_first_difference, residual_lag1_autocorrelation
-from batchlab.analysis.noise import LOSS_FLOOR, residual_std_log, running_median
+from batchlab.analysis.noise import residual_std_log, resolvable_log_loss, running_median
 
 DIAGNOSE_WINDOW = 7
 """Running-median window (points) for every metric. Small, so that curves as short as a few dozen epochs keep a
@@ -178,11 +178,10 @@ def residual_std_interval(loss: np.ndarray, *, window: int = DIAGNOSE_WINDOW, se
     estimate. Longer curves use the std of the resampled residuals directly: there the median's share is
     negligible, and recomputing it would cost a second or more per curve. (NaN, NaN) for fewer than 3 points."""
     loss = np.asarray(loss, float)
-    loss = loss[np.isfinite(loss)]
-    n = len(loss)
+    log_loss = resolvable_log_loss(loss)  # the points residual_std_log uses
+    n = len(log_loss)
     if n < 3:
         return float("nan"), float("nan")
-    log_loss = np.log(np.maximum(loss, LOSS_FLOOR))
     window = min(window, n if n % 2 else n - 1)
     trend = running_median(log_loss, window)
     residuals = log_loss - trend

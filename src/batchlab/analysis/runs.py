@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from batchlab.analysis.noise import residual_std_log
+from batchlab.analysis.noise import UNRESOLVED_LOSS, residual_std_log, unresolved_fraction
 
 EPOCH_NOISE_WINDOW = 7
 """Running-median window (epochs) for the noise of per-epoch curves. A window of 4m+3 (not 4m+1) is used so that
@@ -44,7 +44,13 @@ class RunSummary:
     test_epoch_noise: float
     """Residual std of log test loss per epoch (window EPOCH_NOISE_WINDOW)."""
     step_noise: float
-    """Residual std of log minibatch loss per step (window STEP_NOISE_WINDOW)."""
+    """Residual std of log minibatch loss per step (window STEP_NOISE_WINDOW), over the steps whose loss is
+    resolvable (see :mod:`batchlab.analysis.noise`)."""
+    step_zero_fraction: float = 0.0
+    """Fraction of finite per-step losses that are 0 or below float32 resolution (UNRESOLVED_LOSS, ~1.2e-7), which
+    `step_noise` leaves out; NaN without step losses."""
+    n_zero_steps: int = 0
+    """Number of those steps."""
 
     @property
     def time_per_update_s(self) -> float:
@@ -74,6 +80,8 @@ def summarize_run(run: dict[str, Any], epochs: dict[str, np.ndarray], step_losse
         epoch_noise=residual_std_log(epochs["train_loss"][1:], EPOCH_NOISE_WINDOW),
         test_epoch_noise=residual_std_log(epochs["test_loss"][1:], EPOCH_NOISE_WINDOW),
         step_noise=residual_std_log(step_losses, STEP_NOISE_WINDOW),
+        step_zero_fraction=unresolved_fraction(step_losses),
+        n_zero_steps=int(np.sum(np.asarray(step_losses, float) < UNRESOLVED_LOSS)),
     )
 
 

@@ -60,16 +60,40 @@ class StepsToTarget:
     seed: int | None
     n_trials: int
     n_diverged: int
+    previous_evaluation: int | None = None
+    """Steps at the winning trial's evaluation before the one that reached the target: the target was crossed
+    somewhere in (previous_evaluation, steps], so `steps` is an upper bound that far above the truth."""
 
     @property
     def feasible(self) -> bool:
         return self.steps is not None
+
+    @property
+    def resolution(self) -> float:
+        """(steps - previous_evaluation) / steps: how coarse the measurement is (0 exact; 0.5: the target could
+        have been reached at half the steps). NaN when infeasible."""
+        if self.steps is None or self.previous_evaluation is None:
+            return float("nan")
+        return (self.steps - self.previous_evaluation) / self.steps
 
     def __repr__(self) -> str:
         if not self.feasible:
             return f"StepsToTarget(batch_size={self.batch_size}, infeasible, trials={self.n_trials})"
         return (f"StepsToTarget(batch_size={self.batch_size}, steps={self.steps}, examples={self.examples}, "
                 f"lr={self.lr:g}, seed={self.seed})")
+
+
+def within_budget(batch_size: int, steps: np.ndarray, *, max_steps: int | None = None,
+                  max_examples: int | None = None) -> np.ndarray:
+    """Which evaluations count under the budgets: steps <= `max_steps` and batch_size * steps <= `max_examples`
+    (batch_science's `apply_step_budget` and `apply_example_budget`); all of them without budgets."""
+    steps = np.asarray(steps)
+    ok = np.ones(steps.shape, bool)
+    if max_steps is not None:
+        ok &= steps <= max_steps
+    if max_examples is not None:
+        ok &= batch_size * steps <= max_examples
+    return ok
 
 
 def steps_to_target(trials: Sequence[Trial], target: float, *, max_steps: int | None = None,
@@ -88,25 +112,23 @@ def steps_to_target(trials: Sequence[Trial], target: float, *, max_steps: int | 
         by_batch.setdefault(int(trial.batch_size), []).append(trial)
     out = {}
     for b in sorted(by_batch):
-        best: tuple[int, float, Trial] | None = None
+        best: tuple[int, float, Trial, int] | None = None
         for trial in by_batch[b]:
             if trial.diverged:
                 continue
             steps, values = np.asarray(trial.steps), np.asarray(trial.values, float)
-            ok = values < target
-            if max_steps is not None:
-                ok &= steps <= max_steps
-            if max_examples is not None:
-                ok &= b * steps <= max_examples
+            ok = (values < target) & within_budget(b, steps, max_steps=max_steps, max_examples=max_examples)
             hits = np.flatnonzero(ok)
             if len(hits) and (best is None or steps[hits[0]] < best[0]):
-                best = (int(steps[hits[0]]), float(np.asarray(trial.wall_times)[hits[0]]), trial)
+                previous = int(steps[hits[0] - 1]) if hits[0] > 0 else 0
+                best = (int(steps[hits[0]]), float(np.asarray(trial.wall_times)[hits[0]]), trial, previous)
         n_diverged = sum(t.diverged for t in by_batch[b])
         if best is None:
             out[b] = StepsToTarget(b, None, None, float("nan"), None, None, len(by_batch[b]), n_diverged)
         else:
-            s, wall, trial = best
-            out[b] = StepsToTarget(b, s, s * b, wall, float(trial.lr), int(trial.seed), len(by_batch[b]), n_diverged)
+            s, wall, trial, previous = best
+            out[b] = StepsToTarget(b, s, s * b, wall, float(trial.lr), int(trial.seed), len(by_batch[b]), n_diverged,
+                                   previous)
     return out
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from batchlab.analysis.curves import noise_ratio_vs_sqrt_prediction
 from batchlab.analysis.runs import RunSummary
+from batchlab.analysis.scaling import StepsToTarget
 from batchlab.analysis.study import StudyAnalysis
 
 METRIC_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "test_error": "test error"}
@@ -20,10 +21,13 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
     if not reached:
         return f"Steps to target: no batch size reached {name} < {a.target:.4g}."
     steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
-    text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it, best over learning rates "
-            f"and seeds; Shallue et al. 2018): {steps}.")
+    budget = _budget(a)
+    text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it"
+            f"{f' within {budget}' if budget else ''}, best over learning rates and seeds; Shallue et al. 2018): "
+            f"{steps}.")
     if missed:
-        text += f" Not reached within the budget: B = {', '.join(map(str, missed))}."
+        where = f"within {budget} (later evaluations do not count)" if budget else "by the end of training"
+        text += f" Not reached {where}: B = {', '.join(_missed(a.steps_to_target[b]) for b in missed)}."
     if a.fit is not None:
         f = a.fit
         regimes = ", ".join(f"{b:,}: {r}" for b, r in a.regimes.items())
@@ -35,14 +39,34 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
         text += f" No S(B) fit: {a.fit_note}."
     if a.fit is not None and a.fit_note:
         text += f" Note: {a.fit_note}"
-    text += (" Evaluations happen once per epoch, so a small batch's steps-to-target is rounded up to a whole "
-             "epoch of its updates.")
+    if a.coarse:
+        bounds = ", ".join(f"B = {b:,} ({a.steps_to_target[b].steps:,} steps; the evaluation before was "
+                           f"{a.steps_to_target[b].previous_evaluation:,})" for b in a.coarse)
+        text += (f" Upper bounds, not measurements: {bounds}. The target was crossed somewhere between the two "
+                 "evaluations, and the fit above takes the later one; evaluate every K updates "
+                 "(--eval-every-steps K) to resolve them.")
     if a.fastest is not None and a.fastest.batch_size is not None:
         row = next(r for r in a.fastest.table if r.batch_size == a.fastest.batch_size)
         text += (f" Combining steps with the measured time per update ({row.time_per_update_s * 1e6:,.1f} µs at "
                  f"B = {row.batch_size:,}) on this machine, the fastest batch size to the target in wall time is "
                  f"{row.batch_size:,} ({row.wall_time_s:.3g} s).")
     return text
+
+
+def _budget(a: StudyAnalysis) -> str:
+    """'the budget of 3,000 updates per run' (or examples), '' for a study trained for a number of epochs."""
+    if getattr(a, "budget_steps", None) is not None:
+        return f"the budget of {a.budget_steps:,} updates per run"
+    if getattr(a, "budget_examples", None) is not None:
+        return f"the budget of {a.budget_examples:,} examples per run"
+    return ""
+
+
+def _missed(st: StepsToTarget) -> str:
+    """A batch size that did not reach the target, and why when every one of its runs diverged."""
+    if st.n_trials and st.n_diverged == st.n_trials:
+        return f"{st.batch_size:,} (" + (f"all {st.n_trials} runs" if st.n_trials > 1 else "its run") + " diverged)"
+    return f"{st.batch_size:,}"
 
 
 def noise_scale_paragraph(a: StudyAnalysis) -> str:
@@ -121,7 +145,16 @@ def noise_ratio_paragraph(runs: list[RunSummary], *, n_train: int) -> str:
         r = noise_ratio_vs_sqrt_prediction(float(np.mean(by_b[small])), small, float(np.mean(by_b[b])), b,
                                            n_train=n_train)
         pairs.append(f"{small:,} vs {b:,}: measured {r.measured:.2f}x, predicted {r.predicted:.2f}x")
-    return ("Step noise against the sampling prediction (ratio of minibatch-loss noise, smaller batch over larger; "
+    text = ("Step noise against the sampling prediction (ratio of minibatch-loss noise, smaller batch over larger; "
             "predicted from the spread of a minibatch mean, sqrt((N - B) / (B (N - 1)))): " + "; ".join(pairs)
             + ". The metric is taken on log-loss and over the whole run, so it carries the spread of per-example losses "
             "and the course of training too; it need not follow the prediction exactly.")
+    zeros: dict[int, list[float]] = {}
+    for s in runs:
+        if s.status != "diverged" and s.batch_size in by_b:
+            zeros.setdefault(s.batch_size, []).append(getattr(s, "step_zero_fraction", 0.0))
+    shown = [f"{np.mean(v):.0%} at B = {b:,}" for b, v in sorted(zeros.items()) if np.mean(v) >= 0.01]
+    if shown:
+        text += (" Step losses that are 0 in float32 (below ~1.2e-7, where the log is unknown) are counted and left "
+                 "out of the metric: " + ", ".join(shown) + ".")
+    return text

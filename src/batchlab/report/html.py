@@ -280,7 +280,7 @@ def _target_text(analysis: Any) -> str:
     value = f"{target:.4g}" if isinstance(target, (int, float)) else str(target)
     if metric is None:
         return f"Target: {value}."
-    return f"Target: the first evaluation with {metric.replace('_', ' ')} <= {value}."
+    return f"Target: the first evaluation with {metric.replace('_', ' ')} < {value}."
 
 
 def _fmt(value: Any, spec: str) -> str:

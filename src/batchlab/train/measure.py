@@ -90,7 +90,7 @@ class GroupMeasurements:
         grad_sq_norm = float(np.sum((total / n) ** 2))
         trace_sigma = max(total_sq / n - grad_sq_norm, 0.0)
         b = trace_sigma / grad_sq_norm if grad_sq_norm > 0 else math.inf
-        return b, b, b, grad_sq_norm, trace_sigma
+        return b, math.nan, math.nan, grad_sq_norm, trace_sigma  # exact: no interval
 
     def _estimate(self, theta: Any) -> GnsRow:
         n = self.data.n_train
@@ -98,7 +98,7 @@ class GroupMeasurements:
         k = min(MICROBATCHES, n // b)
         index = microbatch_index(n, microbatch_size=b, k=k, seed=self.seed)
         grads = self.probes.microbatch_gradients(theta, self.data.x_train[index], self.data.y_train[index])
-        est = b_simple_two_batch(grads, b, n_train=n, seed=self.seed)
+        est = b_simple_two_batch(grads, b, n_train=n)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
     def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:
