@@ -28,7 +28,9 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     run = group_run(model, data, group, task.epochs, optimizer=p.optimizer, momentum=p.momentum, device=p.device,
                     probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every)
     active = np.ones(group.n_replicas, bool)
-    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=task.checkpoints):
+    every = task.checkpoint_every_s
+    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=every == 0,
+                                  checkpoint_every_s=every or None):
         active = record.active & ~record.diverged
         yield EpochDone(task.group_id, record, run.compile_time_s)
     final = [flatten_params(_replica(run.final_params, i)) for i in range(group.n_replicas)]
