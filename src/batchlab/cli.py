@@ -252,7 +252,6 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
         result = train(progress=progress, should_stop=stop)
     if not study_exists(out):  # stopped while waiting for another writer's lock
         return stop.exit_code or 1
-    err = _console(stderr=True)
     if stop.signum is None or stop.exit_code == 130:
         _show(out, figures=not args.no_figures and result.completed)
     for line in result.failures:
@@ -261,10 +260,11 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
         return 0
     if stop.signum is not None:
         what = "Ctrl-C" if stop.exit_code == 130 else signal.Signals(stop.signum).name
-        err.print(f"Interrupted ({what}): finished epochs are kept in {out}; batchlab resume {out} finishes it.")
+        print(f"Interrupted ({what}): finished epochs are kept in {out}; batchlab resume {out} finishes it.",
+              file=sys.stderr)
         return stop.exit_code
-    err.print(f"Not finished: {len(result.failures)} group(s) failed; the others are kept in {out}; "
-              f"batchlab resume {out} tries the failed ones again.")
+    print(f"Not finished: {len(result.failures)} group(s) failed; the others are kept in {out}; "
+          f"batchlab resume {out} tries the failed ones again.", file=sys.stderr)
     return 1
 
 

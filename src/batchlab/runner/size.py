@@ -27,6 +27,8 @@ REFERENCE_STEPS_PER_S = 270_000
 """Replica-steps per second of the default digits MLP at batch size 1 on one core of our 2-core CPU machine
 (README, Speed: 269,711 measured by `python -m bench`): the yardstick for time in size messages; models and
 machines differ, so a message says so."""
+WAL_BYTES = 1000 * 4096
+"""SQLite's write-ahead log grows to its auto-checkpoint size (1,000 pages of 4 KiB) beside the database."""
 EPOCH_ROW_BYTES = 200
 """Store bytes per run and epoch besides the step losses (the epochs row, the steps row's key; measured: the
 default run's 200 epoch rows and 143,800 step losses take 0.95 MB)."""
@@ -39,7 +41,8 @@ class SizeEstimate:
     runs: int
     replica_steps: int
     store_bytes: int
-    """study.db (step losses at 4 bytes each, epoch rows, one checkpoint per group) and the init/final npz files."""
+    """study.db (step losses at 4 bytes each, epoch rows, one checkpoint per group), its write-ahead log and the
+    init/final npz files."""
 
     def __repr__(self) -> str:
         return (f"SizeEstimate({self.runs:,} runs, {self.replica_steps:,} replica-steps, "
@@ -61,7 +64,7 @@ def estimate(groups: list[PlannedGroup], n_train: int, n_params: dict[str, int])
         steps += len(g.runs) * per_run_steps
         store += len(g.runs) * (4 * per_run_steps + EPOCH_ROW_BYTES * (g.epochs + 1) + 2 * params) + \
             3 * params * len(g.runs)
-    return SizeEstimate(runs, steps, store)
+    return SizeEstimate(runs, steps, store + WAL_BYTES)
 
 
 def check_size(groups: list[PlannedGroup], data: Dataset, models: Any, out: Path) -> SizeEstimate:
