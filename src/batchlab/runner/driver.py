@@ -142,6 +142,8 @@ def run_sweep(sweep: Sweep, out: str | Path, *, resume: bool = True, overwrite: 
                             "out, overwrite replaces it)")
     out = Path(out)
     require_directory_path("out", out)
+    if not wait:
+        StudyLock.check_free(out)  # a quick refusal, before the data are loaded
     if study_exists(out) and not overwrite:  # fail fast, before loading anything; checked again under the lock
         if not resume:
             check_out(out)

@@ -57,9 +57,7 @@ class StudyLock:
             except BlockingIOError:
                 os.close(fd)
                 if not wait:
-                    raise BatchlabError(f"out: {d} is being written by another batchlab process ({holder(d)}); "
-                                        "allowed: wait for it to finish (or pass --wait), or another --out "
-                                        "directory") from None
+                    raise _refusal(d) from None
                 if should_stop():
                     raise LockWaitStopped from None
                 time.sleep(POLL_S)
@@ -70,6 +68,22 @@ class StudyLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}: {' '.join(_command())}, since {time.strftime('%H:%M:%S')}\n".encode())
         return cls(d, fd)
+
+    @staticmethod
+    def check_free(directory: str | Path) -> None:
+        """Raise the refusal of :meth:`acquire` now if another process holds the lock, without creating anything
+        (a quick answer before a command loads its data; the lock itself is taken later, by acquire)."""
+        d = Path(directory)
+        try:
+            fd = os.open(d / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(d) from None
+        finally:
+            os.close(fd)
 
     def release(self, *, remove: bool = False) -> None:
         """Give the lock up; `remove` also deletes the lock file (when the directory itself is being removed)."""
@@ -85,6 +99,11 @@ class StudyLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _refusal(d: Path) -> BatchlabError:
+    return BatchlabError(f"out: {d} is being written by another batchlab process ({holder(d)}); allowed: wait for "
+                         "it to finish (or pass --wait), or another --out directory")
 
 
 def holder(directory: str | Path) -> str:
