@@ -31,6 +31,14 @@ epochs = 8
 device = "cpu"
 """
 """12 runs in 3 groups, ~15 s on our 2-core machine: long enough to be caught mid-sweep."""
+TINY = """dataset = "iris"
+batch_sizes = [1, 8, "full"]
+lr = [0.01, 0.1]
+seeds = 2
+epochs = 3
+device = "cpu"
+"""
+"""12 runs in 3 groups, a few seconds: enough for two commands to race to create a study."""
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -40,6 +48,16 @@ def small(tmp_path_factory):
     folder = tmp_path_factory.mktemp("small")
     study = folder / "small.toml"
     study.write_text(SMALL)
+    done = run(sweep_command(study, folder / "reference"))
+    assert done.returncode == 0, done.stderr
+    return study, fingerprint_results(folder / "reference")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    study = folder / "tiny.toml"
+    study.write_text(TINY)
     done = run(sweep_command(study, folder / "reference"))
     assert done.returncode == 0, done.stderr
     return study, fingerprint_results(folder / "reference")
@@ -98,8 +116,8 @@ def statuses(directory: Path) -> dict[str, int]:
         return dict(con.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
 
 
-def test_two_sweeps_started_together_on_a_new_directory_leave_one_study(small, tmp_path):
-    study, reference = small
+def test_two_sweeps_started_together_on_a_new_directory_leave_one_study(tiny, tmp_path):
+    study, reference = tiny
     for race in range(3):
         out = tmp_path / f"race{race}"
         a, b = start(sweep_command(study, out)), start(sweep_command(study, out))
