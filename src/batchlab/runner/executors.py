@@ -218,8 +218,9 @@ def run_processes(tasks: list[GroupTask], handle: Callable[[Message], None], sho
 
 
 def check_ray(address: str | None) -> None:
-    """Raise BatchlabError, before anything is written, if Ray is not installed or nothing listens at `address`
-    (HOST:PORT of a running cluster; None starts a local one)."""
+    """Raise BatchlabError, before anything is written, if Ray is not installed, nothing listens at `address`
+    (HOST:PORT of a running cluster) or the cluster there refuses this process (None: a local cluster is
+    started later, by :func:`run_ray`)."""
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -237,6 +238,31 @@ def check_ray(address: str | None) -> None:
         raise BatchlabError(f"address: nothing answers at {address} ({e.strerror or e}); allowed: the address of a "
                             f"running Ray cluster (check it with 'ray status --address {address}'), or no --address "
                             "to start a local one") from None
+    connect_ray(address)
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the Ray cluster at `address` (None: start a local one) unless this process already has; a refusal
+    (a stale auth token, another Ray version) is one line with its cause and a hint. Called before the study is
+    created, so a cluster that cannot be joined leaves nothing behind."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False} if address is None else {}
+    try:
+        ray.init(address=address, log_to_driver=False, **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        causes = [e, *([e.__cause__] if e.__cause__ is not None else [])]
+        cause = "; ".join(f"{type(c).__name__}: {_last_line(c)}" for c in causes)
+        raise BatchlabError(f"address: could not connect to the Ray cluster at {address or 'a new local one'} "
+                            f"({cause}); hint: check 'ray status', and that this machine's Ray version and any "
+                            "auth token Ray finds here (e.g. in ~/.ray) match the cluster's") from None
+
+
+def _last_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(e).__name__
 
 
 def run_ray(tasks: list[GroupTask], handle: Callable[[Message], None], should_stop: Callable[[], bool], *,
@@ -244,17 +270,9 @@ def run_ray(tasks: list[GroupTask], handle: Callable[[Message], None], should_st
     """Train each group as a Ray task (a streaming generator) on the cluster at `address` (None: a local one).
     Ray retries a task whose worker dies; its replayed epochs are skipped by the driver."""
     check_ray(address)
+    connect_ray(address)
     import ray
 
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False} if address is None else {}
-        try:
-            ray.init(address=address, log_to_driver=False, **kwargs)
-        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
-            cause = " ".join(str(e).split())[:300]
-            raise BatchlabError(f"address: could not connect to the Ray cluster at {address or 'a new local one'} "
-                                f"({type(e).__name__}: {cause}); hint: check 'ray status', and that this machine's "
-                                "Ray version and any auth token in ~/.ray match the cluster's") from None
     remote = ray.remote(num_cpus=1, max_retries=max_retries)(_ray_group)
     generators: dict[Any, str] = {remote.remote(task): task.group_id for task in tasks}
     try:
