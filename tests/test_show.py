@@ -18,7 +18,8 @@ def test_a_chosen_target_is_used_and_quoted(wine_study):
 
 
 def test_bad_target_options_are_one_line_errors(wine_study):
-    for args, field in ((("--target-metric", "accuracy"), "target_metric"), (("--target", "low"), "target")):
+    for args, field in ((("--target-metric", "accuracy"), "target_metric"), (("--target", "low"), "target"),
+                        (("--target", "nan"), "target"), (("--target", "inf"), "target")):  # nan, inf: issue 12
         p = show(str(wine_study), *args)
         assert p.returncode == 2 and "Traceback" not in p.stderr
         assert p.stderr.strip().count("\n") == 0 and f"error: {field}: got" in p.stderr

@@ -22,7 +22,6 @@ Nothing heavy is imported until a study is built or run: JAX only when training 
 
 from __future__ import annotations
 
-import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,19 +63,24 @@ def load_study(path: str | Path) -> StudySpec | Sweep:
     return make_study(**read_toml(path))
 
 
-def run(spec: StudySpec | Sweep, *, out: str | Path, workers: int = 1, executor: str = "local",
-        address: str | None = None, progress: bool | Progress = True) -> StudyResults:
+def run(spec: StudySpec | Sweep, *, out: str | Path, resume: bool = False, overwrite: bool = False,
+        workers: int = 1, executor: str = "local", address: str | None = None,
+        progress: bool | Progress = True) -> StudyResults:
     """Train every run of `spec` into the directory `out` and return its results.
 
-    A StudySpec needs a new `out` (like `batchlab run`); a Sweep resumes what an earlier call left in `out` (like
-    `batchlab sweep`). `workers` > 1 trains batch-size groups in that many local processes; `executor="ray"`
-    sends them to the Ray cluster at `address`. `progress=True` shows a bar per group on stderr; False shows
-    nothing; an object with the `batchlab.runner.progress.Progress` methods receives the events instead. An interrupt
-    (Ctrl-C, or a notebook's stop button) stops after the current epoch and keeps every finished epoch.
+    A StudySpec needs a new `out` (like `batchlab run`), unless `resume=True` (finish what an interrupted call of
+    the same spec left there, exactly as if it had not stopped; a finished study is just opened) or
+    `overwrite=True` (delete the study in `out` and train again): the way to re-run a notebook cell. A Sweep always
+    resumes (like `batchlab sweep`), unless `overwrite=True`. `workers` > 1 trains batch-size groups in that many
+    local processes; `executor="ray"` sends them to the Ray cluster at `address`. `progress=True` shows a bar per
+    group on stderr; False shows nothing; an object with the `batchlab.runner.progress.Progress` methods receives
+    the events instead. An interrupt (Ctrl-C, a notebook's stop button, SIGTERM) stops after the current epoch and
+    keeps every finished epoch. Only one process writes a study at a time: another one writing `out` is an error.
 
     Example::
 
-        results = batchlab.run(batchlab.make_study(dataset="iris", epochs=5), out="runs/iris", progress=False)
+        spec = batchlab.make_study(dataset="iris", epochs=5)
+        results = batchlab.run(spec, out="runs/iris", progress=False, resume=True)   # safe to run again
         results.summaries[0].final_test_loss
     """
     from batchlab.results import StudyResults
@@ -87,14 +91,13 @@ def run(spec: StudySpec | Sweep, *, out: str | Path, workers: int = 1, executor:
     if not isinstance(spec, StudySpec | Sweep):
         raise invalid("spec", type(spec).__name__, "a StudySpec or a Sweep, from batchlab.make_study(...) or "
                       "batchlab.load_study(path)")
-    stop = stop_on_interrupt() if threading.current_thread() is threading.main_thread() else nullcontext(lambda: False)
-    with stop as should_stop, _progress(progress) as shown:
+    with stop_on_interrupt() as should_stop, _progress(progress) as shown:
         kwargs = {"workers": workers, "executor": executor, "address": address, "progress": shown,
-                  "should_stop": should_stop}
+                  "should_stop": should_stop, "overwrite": overwrite}
         if isinstance(spec, Sweep):
-            run_sweep(spec, out, resume=True, **kwargs)
+            run_sweep(spec, out, resume=not overwrite, **kwargs)
         else:
-            run_study(spec, out, **kwargs)
+            run_study(spec, out, resume=resume, **kwargs)
     return StudyResults.load(out)
 
 

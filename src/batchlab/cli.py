@@ -1,19 +1,23 @@
 """The `batchlab` command: a thin layer that parses, calls the library, and prints.
 
 Start-up imports nothing heavy: `--help` and errors in flags or config files appear without importing JAX.
-Exit codes: 0 success, 2 user error (one line on stderr), 1 bug (traceback), 130 aborted by a second Ctrl-C.
+Exit codes: 0 success, 2 user error, a damaged study, a full disk or an unwritable path (one line on stderr),
+1 a bug (traceback) or a group that failed (one line per group), 128 + N after signal N stopped training
+(130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; finished epochs saved, `batchlab resume DIR` finishes it).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 import time
 import warnings
 from pathlib import Path
 from typing import NoReturn
 
-from batchlab.errors import BatchlabError, BatchlabWarning
+from batchlab.errors import BatchlabError, BatchlabWarning, environment_error
 
 RUN_EXAMPLES = """examples:
   batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
@@ -39,6 +43,11 @@ examples:
   batchlab sweep sweep.toml                       kill it at any moment, run it again: it resumes
   batchlab sweep sweep.toml --workers 2           batch-size groups in 2 local processes
   batchlab sweep sweep.toml --executor ray --address 127.0.0.1:6379
+"""
+
+RESUME_EXAMPLES = """examples:
+  batchlab resume runs/20261125-101500            finish an interrupted 'batchlab run' exactly where it stopped
+  batchlab resume runs/sweep --workers 2          finish a sweep (as 'batchlab sweep FILE --out DIR' again)
 """
 
 DIAGNOSE_EXAMPLES = """examples:
@@ -107,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="a TOML study file; flags given here override its values")
     run.add_argument("--out", help="study directory to create (default: runs/<date>-<time>)")
     run.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
+    run.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
     sweep = sub.add_parser("sweep", help="run a study file's grid of batch sizes x learning rates x seeds; "
                            "re-run the same command to resume", epilog=SWEEP_EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--executor", default="local", help="local (default) or ray")
     sweep.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
     sweep.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
+    sweep.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
+    resume = sub.add_parser("resume", help="finish an interrupted study (run or sweep) exactly where it stopped",
+                            epilog=RESUME_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    resume.add_argument("dir", help="a study directory written by 'batchlab run' or 'batchlab sweep'")
+    resume.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
+    resume.add_argument("--executor", default="local", help="local (default) or ray")
+    resume.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    resume.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
+    resume.add_argument("--wait", action="store_true", help="if another batchlab process writes DIR, wait for it")
     show = sub.add_parser("show", help="print the table and explanation of a study again",
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,38 +210,68 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     out = Path(args.out) if args.out else default_out()
     from batchlab.runner.driver import run_study
-    from batchlab.runner.interrupt import stop_on_interrupt
-    from batchlab.runner.progress import RichProgress
 
-    with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
-        result = run_study(spec, out, progress=progress, should_stop=should_stop)
-    _show(out, figures=not args.no_figures)
-    if not result.completed:
-        _console(stderr=True).print(f"Interrupted: finished epochs are kept in {out}.")
-    return 0
+    return _train(args, out, lambda **kw: run_study(spec, out, wait=args.wait, **kw))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from batchlab.runner.driver import check_executor, run_sweep
-    from batchlab.runner.interrupt import stop_on_interrupt
-    from batchlab.runner.progress import RichProgress
+    from batchlab.runner.driver import run_sweep
     from batchlab.spec import read_toml
     from batchlab.sweep import build_sweep
 
     sweep = build_sweep(read_toml(args.study))
+    out = Path(args.out) if args.out else Path("runs") / Path(args.study).stem
+    workers = _workers(args)
+    return _train(args, out, lambda **kw: run_sweep(sweep, out, resume=True, workers=workers,
+                                                     executor=args.executor, address=args.address, wait=args.wait,
+                                                     **kw))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from batchlab.runner.driver import resume_study
+
+    out = Path(args.dir)
+    workers = _workers(args)
+    return _train(args, out, lambda **kw: resume_study(out, workers=workers, executor=args.executor,
+                                                       address=args.address, wait=args.wait, **kw))
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from batchlab.runner.driver import check_executor
+
     try:
         workers = int(args.workers)
     except ValueError:
         raise BatchlabError(f"workers: got {args.workers!r}; allowed: an integer >= 1") from None
-    check_executor(args.executor, workers)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.study).stem
-    with stop_on_interrupt() as should_stop, RichProgress(_console(stderr=True)) as progress:
-        result = run_sweep(sweep, out, resume=True, workers=workers, executor=args.executor, address=args.address,
-                           progress=progress, should_stop=should_stop)
-    _show(out, figures=not args.no_figures)
-    if not result.completed:
-        _console(stderr=True).print(f"Not finished: run the same command again to resume ({out}).")
-    return 0
+    check_executor(args.executor, workers, args.address)
+    return workers
+
+
+def _train(args: argparse.Namespace, out: Path, train) -> int:
+    """Train with a progress bar, stopping at an epoch boundary on Ctrl-C, SIGTERM or SIGHUP; then show the study
+    (figures only when it ran to its end) and say how it ended. Returns the exit code."""
+    from batchlab.runner.interrupt import stop_on_interrupt
+    from batchlab.runner.progress import RichProgress
+    from batchlab.store.db import study_exists
+
+    with stop_on_interrupt() as stop, RichProgress(_console(stderr=True)) as progress:
+        result = train(progress=progress, should_stop=stop)
+    if not study_exists(out):  # stopped while waiting for another writer's lock
+        return stop.exit_code or 1
+    if stop.signum is None or stop.exit_code == 130:
+        _show(out, figures=not args.no_figures and result.completed)
+    for line in result.failures:
+        print(f"batchlab {args.command}: error: {line}", file=sys.stderr)
+    if result.completed:
+        return 0
+    if stop.signum is not None:
+        what = "Ctrl-C" if stop.exit_code == 130 else signal.Signals(stop.signum).name
+        print(f"Interrupted ({what}): finished epochs are kept in {out}; batchlab resume {out} finishes it.",
+              file=sys.stderr)
+        return stop.exit_code
+    print(f"Not finished: {len(result.failures)} group(s) failed; the others are kept in {out}; "
+          f"batchlab resume {out} tries the failed ones again.", file=sys.stderr)
+    return 1
 
 
 def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None) -> None:
@@ -254,7 +303,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         target = None if args.target is None else float(args.target)
     except ValueError:
-        raise BatchlabError(f"target: got {args.target!r}; allowed: a number") from None
+        target = math.nan
+    if target is not None and not math.isfinite(target):
+        raise BatchlabError(f"target: got {args.target!r}; allowed: a finite number")
     _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
     return 0
 
@@ -307,14 +358,20 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():  # restores the warning display on return (main is also called in-process)
         warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
         try:
-            return {"run": cmd_run, "sweep": cmd_sweep, "show": cmd_show, "report": cmd_report,
-                    "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
+            return {"run": cmd_run, "sweep": cmd_sweep, "resume": cmd_resume, "show": cmd_show,
+                    "report": cmd_report, "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
         except BatchlabError as e:
             print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except OSError as e:
+            error = environment_error(e)  # a full disk, an unwritable path: one line
+            if error is None:
+                raise
+            print(f"batchlab {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:
             print("batchlab: aborted", file=sys.stderr)
-            return 130
+            return 128 + getattr(e, "signum", signal.SIGINT)
 
 
 def _one_line_warnings(command: str, show_other):

@@ -26,6 +26,14 @@ DATA_FILE_KINDS = {".csv": "CSV", ".parquet": "Parquet", ".npz": "NPZ"}
 """Data-file extensions (lower case) and the format each names."""
 TASKS = ("auto", "classification", "regression")
 
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+"""The largest float32 and the smallest normal one: training runs in float32, so a rate, feature or target
+beyond them would become inf or 0 there (numpy.finfo(numpy.float32).max and .tiny)."""
+MAX_SEEDS = 10_000
+MAX_BUDGET = 10**12
+"""Bounds on a study's size at the door (see also `batchlab.sweep.MAX_RUNS` and the driver's estimate)."""
+
 # The default learning rate. With it, batch size 1 reaches ~97% test accuracy within a few epochs and its
 # curves stay visibly noisy, while 100 full-batch updates of the same step size leave the model far from
 # converged: the lesson of the puzzle. Chosen from 0.01, 0.03 and 0.1 on digits: 0.1 diverges at batch size 1 (see README).
@@ -319,19 +327,21 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "activation": _choice("relu", "tanh"),
     "image_shape": (_image_shape, "height,width or height,width,channels: positive integers, e.g. 8,8"),
     "optimizer": _choice("sgd", "momentum", "adam"),
-    "lr": _float_in(0.0, math.inf, open_lo=True),
+    "lr": (_float_in(FLOAT32_TINY, FLOAT32_MAX)[0], "a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
     "momentum": _float_in(0.0, 1.0, open_hi=True),
     "lr_scaling": _choice("none", "linear", "sqrt"),
     "base_batch_size": _int_in(1),
     "batch_sizes": (_list_of(_batch_size), "integers >= 1 and 'full', separated by commas, e.g. 1,32,full"),
     "epochs": _int_in(1, 1_000_000),
-    "seeds": _int_in(1, 1_000_000),
+    "seeds": _int_in(1, MAX_SEEDS),
     "seed": _int_in(0, 2**31 - 1),
     "order_seed": _int_in(0, 2**31 - 1),
     "device": _choice("auto", "cpu", "gpu"),
     "warmup_epochs": _int_in(0, 1_000_000),
-    "budget_steps": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (updates per run)"),
-    "budget_examples": (lambda v: None if v is None else _int_in(1)[0](v), "an integer >= 1 (examples per run)"),
+    "budget_steps": (lambda v: None if v is None else _int_in(1, MAX_BUDGET)[0](v),
+                     f"an integer in [1, {MAX_BUDGET:.0e}] (updates per run)"),
+    "budget_examples": (lambda v: None if v is None else _int_in(1, MAX_BUDGET)[0](v),
+                        f"an integer in [1, {MAX_BUDGET:.0e}] (examples per run)"),
     "gns": _choice("auto", "exact", "estimate", "off"),
     "eval_every_steps": (lambda v: None if v is None else _int_in(1, 10**9)[0](v),
                          "an integer >= 1 (updates between evaluations)"),

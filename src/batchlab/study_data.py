@@ -19,6 +19,9 @@ from batchlab.analysis.study import StudyAnalysis, analyze
 from batchlab.analysis.sweeps import Cell, aggregate, best_lr_per_batch_size
 from batchlab.store.db import Store
 
+REQUIRED_META = {"spec": dict, "dataset": dict, "model": str}
+"""Metadata every reader needs: without it study.db is damaged (see `batchlab.store.db.StudyDamaged`)."""
+
 
 @dataclass(frozen=True)
 class StudyData:
@@ -45,7 +48,8 @@ class StudyData:
             runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]
             summaries = [summarize_run(r, epochs[r["run_id"]], steps[r["run_id"]][1]) for r in runs]
             evals = {r["run_id"]: store.evals(r["run_id"]) for r in runs}
-            return cls(Path(directory), store.meta(), summaries, epochs, steps, store.run_metrics(), evals)
+            return cls(Path(directory), store.meta(required=REQUIRED_META), summaries, epochs, steps,
+                       store.run_metrics(), evals)
         finally:
             store.close()
 

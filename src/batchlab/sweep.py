@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +25,14 @@ AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_
         "model")
 """Fields that may take a list of values in a sweep file."""
 
+
+MAX_AXIS_VALUES = 1_000
+"""Values one axis may take (a list, or a log_range's count)."""
+MAX_POINTS = 10_000
+"""Grid points (the product of the axes' lengths) in one sweep."""
+MAX_RUNS = 20_000
+"""Runs (points x batch sizes x seeds) in one study: each is registered with its initial parameters before any
+training, so the bound keeps that step (and the store) to minutes and megabytes, not hours and gigabytes."""
 
 PER_REPLICA = ("lr", "lr_scaling", "base_batch_size")
 """Axes that only change a replica's learning rate: runs differing only in these share one vmapped program."""
@@ -73,11 +82,13 @@ def _axis_values(name: str, raw: Any) -> tuple[Any, ...]:
             low, high, count = float(low), float(high), int(count)
         except (TypeError, ValueError):
             raise invalid(name, raw, "{log_range = [low, high, count]} with numbers low < high and count >= 2") from None
-        if not (0 < low < high and count >= 2):
-            raise invalid(name, raw, "{log_range = [low, high, count]} with 0 < low < high and count >= 2")
+        if not (0 < low < high and 2 <= count <= MAX_AXIS_VALUES):
+            raise invalid(name, raw, f"{{log_range = [low, high, count]}} with 0 < low < high and 2 <= count <= "
+                          f"{MAX_AXIS_VALUES:,}")
         raw = [float(v) for v in np.geomspace(low, high, count)]
-    if not raw:
-        raise invalid(name, raw, "a non-empty list")
+    if not raw or len(raw) > MAX_AXIS_VALUES:
+        raise invalid(name, f"a list of {len(raw):,} values" if raw else raw,
+                      f"a non-empty list of at most {MAX_AXIS_VALUES:,} values")
     parse, allowed = CONSTRAINTS[name]
     values = []
     for i, v in enumerate(raw):
@@ -90,6 +101,19 @@ def _axis_values(name: str, raw: Any) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def check_size(sweep: Sweep) -> None:
+    """Refuse a sweep over MAX_POINTS grid points or MAX_RUNS runs before any point is built."""
+    points = math.prod(len(values) for _, values in sweep.axes)
+    sizes = "x".join(str(len(values)) for _, values in sweep.axes)
+    if points > MAX_POINTS:
+        raise invalid("sweep", f"{points:,} grid points ({sizes})", f"at most {MAX_POINTS:,} grid points")
+    runs = points * len(set(sweep.base.batch_sizes)) * sweep.base.seeds
+    if runs > MAX_RUNS:
+        raise invalid("sweep", f"{runs:,} runs ({points:,} points x {len(set(sweep.base.batch_sizes))} batch sizes x "
+                      f"{sweep.base.seeds:,} seeds)", f"at most {MAX_RUNS:,} runs per study (fewer seeds, "
+                      "batch sizes or axis values; or split the study)")
+
+
 def build_sweep(values: Mapping[str, Any]) -> Sweep:
     """Validate a sweep file's raw values: scalars as in `run`, lists of axis fields as axes. Every point is
     validated as a whole, so a combination that is not allowed is reported before anything is written."""
@@ -97,6 +121,7 @@ def build_sweep(values: Mapping[str, Any]) -> Sweep:
     axes = tuple((k, _axis_values(k, v)) for k, v in values.items() if k in AXES and _is_axis(k, v))
     base = build_spec(scalars)
     sweep = Sweep(base, axes)
+    check_size(sweep)
     for point in sweep.points():
         build_spec({k: v for k, v in point.to_dict().items()})
     return sweep

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchlab.data.dataset import Dataset
-from batchlab.data.files import read_npz
+from batchlab.data.files import read_data_file, read_npz
 from batchlab.data.load import TaskInferredWarning, load_dataset
 from batchlab.errors import BatchlabError
 from batchlab.runner.driver import run_study
@@ -364,7 +364,41 @@ BAD_FILES = {
                         ("--features", "a,c"), r"features: got 'c'; allowed: columns of d\.parquet: a, b"),
     "target-as-feature": BadFile("d.csv", _text("a,y\n1,0\n2,1\n"), ("--features", "a,y"),
                           r"features: got 'y'; allowed: columns other than the target 'y'"),
+    # hostile or unlucky files (issue 12): what float32 cannot hold, duplicate names, a damaged member
+    "csv-feature-beyond-float32": BadFile("d.csv", _text("a,y\n1,0\n1e39,1\n2,0\n"), (),
+                                   r"dataset: feature column 'a' of d\.csv holds '1e39' on line 3, beyond float32's "
+                                   r"range; allowed: finite numbers that float32 holds \(\|x\| <= 3\.4e\+38\) "
+                                   r"\(rescale it\)"),
+    "csv-target-beyond-float32": BadFile("d.csv", _text("a,y\n1,0.5\n2,1e308\n3,1.5\n"), (),
+                                  r"target: column 'y' of d\.csv holds '1e308' on line 3, beyond float32's range; "
+                                  r"allowed: .*"),
+    "npz-X-beyond-float32": BadFile("d.npz", _npz(X=np.where(GOOD_X == 4, 1e39, GOOD_X), y=GOOD_Y), (),
+                             r"dataset: X of d\.npz holds a number in row 1, beyond float32's range; allowed: .*"),
+    "parquet-beyond-float32": BadFile("d.parquet", _parquet(a=[1.0, 2.0, -1e300, 4.0], y=["a", "b", "a", "b"]), (),
+                               r"dataset: feature column 'a' of d\.parquet holds -1e\+300 at row 2, beyond float32's "
+                               r"range; allowed: .*"),
+    "csv-duplicate-columns": BadFile("d.csv", _text("a,a,y\n1,2,0\n3,4,1\n"), (),
+                              r"dataset: d\.csv has two columns named 'a'; allowed: distinct column names "
+                              r"\(rename one\)"),
+    "parquet-duplicate-columns": BadFile("d.parquet", lambda path: pq.write_table(
+        pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array(["a", "b"])], names=["a", "a", "y"]),
+        path), (), r"dataset: d\.parquet has two columns named 'a'; allowed: distinct column names \(rename one\)"),
+    "npz-stored-bad-crc": BadFile("d.npz", lambda path: _flip_a_data_byte(_npz(X=GOOD_X, y=GOOD_Y), path), (),
+                           r"dataset: d\.npz is a damaged NPZ file \('X': Bad CRC-32 for file 'X\.npy'\)"),
+    "csv-decimal-commas": BadFile("d.csv", _text("a;y\n1,5;0\n2;1\n"), (),
+                           r"dataset: feature column 'a' of d\.csv has a non-numeric value '1,5' on line 2; allowed: "
+                           r"numbers \(a decimal comma\? write 1\.5, not 1,5\)"),
 }
+
+
+def _flip_a_data_byte(write: Callable[[Path], None], path: Path) -> None:
+    """Write an uncompressed NPZ, then corrupt one byte of X's data (its zip CRC-32 no longer matches)."""
+    write(path)
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("X.npy")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size - 3] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 @pytest.fixture(scope="module")
@@ -420,3 +454,12 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(BatchlabError, match=r"^dataset: reading d.parquet needs pyarrow, which is not installed; "
                                             r"allowed: pip install 'batchlab\[parquet\]'"):
         load(path, target="y")
+
+
+def test_a_byte_order_mark_and_semicolons_are_read_as_a_spreadsheet_writes_them(tmp_path):
+    rows = "".join(f"{i % 5};{i % 3};{'ab'[i % 2]}\n" for i in range(20))
+    (tmp_path / "semi.csv").write_bytes(("\ufeffa;b;label\n" + rows).encode("utf-8"))
+    contents = read_data_file(str(tmp_path / "semi.csv"), "CSV", target="label", features=None)
+    assert contents.feature_names == ("a", "b")  # not "\ufeffa"
+    np.testing.assert_array_equal(contents.x[:3], [[0, 0], [1, 1], [2, 2]])
+    assert list(contents.target[:2]) == ["a", "b"]

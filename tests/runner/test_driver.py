@@ -153,7 +153,7 @@ def test_ctrl_c_stops_after_the_current_epoch_and_keeps_finished_epochs(tmp_path
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 130, stderr  # 128 + SIGINT, after saving (issue 12; it was 0)
     assert "Traceback" not in stderr and "Interrupted" in stderr
     run = Store.open(out).runs()[0]
     assert run["status"] == "interrupted" and 3 <= run["epochs_done"] < 100000

@@ -16,7 +16,8 @@ What is read and copied:
 - NPZ (`numpy.savez`): arrays `X` (N, D), (N, H, W) or (N, H, W, C) and `y` (N,), optionally `X_test` and
   `y_test`. `numpy.load` ignores `mmap_mode` for `.npz` archives, so members stored uncompressed (`numpy.savez`)
   are memory-mapped here directly from their offset in the zip file: nothing is read until used, and only the
-  rows and columns used are converted (once, to float32 in :mod:`batchlab.data.load`). Members written by
+  rows and columns used are converted (once, to float32 in :mod:`batchlab.data.load`); each member's CRC-32 is
+  checked first, in one sequential read (zipfile checks compressed members as it inflates them). Members written by
   `numpy.savez_compressed` have to be decompressed, so each of those is read into memory once, in its stored dtype.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import csv
 import struct
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from batchlab.errors import BatchlabError, invalid
+from batchlab.spec import FLOAT32_MAX
 
 ROW_CHUNK = 65_536
 """Rows per chunk when scanning a large array (bounded temporaries)."""
@@ -98,15 +101,34 @@ def _split_mask(values: np.ndarray, file: str) -> np.ndarray:
     return is_train
 
 
-def first_nonfinite_row(x: np.ndarray) -> int | None:
-    """Index of the first row of `x` holding a NaN or infinity, scanning ROW_CHUNK rows at a time; None if none."""
-    if x.dtype.kind not in "fc":
-        return None
+FLOAT32_RANGE = f"finite numbers that float32 holds (|x| <= {FLOAT32_MAX:.3g})"
+"""What every feature and numeric target must be: training runs in float32, where a larger number becomes inf."""
+
+
+def first_nonfinite_row(x: np.ndarray, *, limit: float | None = None) -> int | None:
+    """Index of the first row of `x` holding a NaN or infinity (with `limit`: a number larger than that in
+    absolute value), scanning ROW_CHUNK rows at a time; None if none."""
+    if x.dtype.kind not in "fc" or (limit is not None and x.dtype.itemsize <= 4):
+        return None  # a float32 array holds nothing beyond float32's range
     for start in range(0, len(x), ROW_CHUNK):
-        ok = np.isfinite(x[start:start + ROW_CHUNK]).reshape(min(ROW_CHUNK, len(x) - start), -1).all(axis=1)
+        chunk = x[start:start + ROW_CHUNK]
+        good = np.isfinite(chunk) if limit is None else np.abs(chunk) <= limit
+        ok = good.reshape(min(ROW_CHUNK, len(x) - start), -1).all(axis=1)
         if not ok.all():
             return start + int(np.argmin(ok))
     return None
+
+
+def first_too_large_row(x: np.ndarray) -> int | None:
+    """Index of the first row of `x` (finite) holding a number beyond float32's range, which would become inf in
+    training; None if none."""
+    return first_nonfinite_row(x, limit=FLOAT32_MAX)
+
+
+def too_large(what: str, value: object, where: str) -> BatchlabError:
+    """The one message for a number float32 cannot hold."""
+    return BatchlabError(f"{what} holds {value} {where}, beyond float32's range; allowed: {FLOAT32_RANGE} "
+                         "(rescale it)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,8 +148,10 @@ def read_csv(p: Path, *, target: str | None, features: tuple[str, ...] | None = 
     if b"\x00" in head:
         raise BatchlabError(f"dataset: {p} is not a text CSV file (it holds NUL bytes: binary data)")
     try:
-        with p.open(newline="") as f:
-            rows = list(csv.reader(f))
+        with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a name
+            delimiter = _delimiter(f.readline())
+            f.seek(0)
+            rows = list(csv.reader(f, delimiter=delimiter))
     except UnicodeDecodeError:
         raise BatchlabError(f"dataset: {p} is not a text CSV file (it is not UTF-8)") from None
     except csv.Error as e:
@@ -136,6 +160,7 @@ def read_csv(p: Path, *, target: str | None, features: tuple[str, ...] | None = 
     if not rows:
         raise BatchlabError(f"dataset: {p} is empty; allowed: a CSV with a header row and data rows")
     header, body = [h.strip() for h in rows[0]], rows[1:]
+    _refuse_duplicates(header, p.name)
     if target not in header:
         raise invalid("target", target, f"a column of {p.name}: " + ", ".join(header))
     if not body:
@@ -156,6 +181,23 @@ def read_csv(p: Path, *, target: str | None, features: tuple[str, ...] | None = 
                         f"column '{target}' of {p.name}", is_train=is_train)
 
 
+def _delimiter(header: str) -> str:
+    """`,` unless the header line holds no comma but semicolons (or tabs): the CSV dialects spreadsheets write
+    where the comma is the decimal separator (or as TSV)."""
+    if "," in header:
+        return ","
+    return max((";", "\t"), key=header.count) if header.count(";") or header.count("\t") else ","
+
+
+def _refuse_duplicates(names: list[str], file: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise BatchlabError(f"dataset: {file} has two columns named {name!r}; allowed: distinct column names "
+                                "(rename one)")
+        seen.add(name)
+
+
 def _numeric_column(name: str, cells: list[str], file: str) -> np.ndarray:
     try:
         values = np.array(cells, dtype=np.float64)
@@ -164,13 +206,17 @@ def _numeric_column(name: str, cells: list[str], file: str) -> np.ndarray:
             try:
                 float(cell)
             except ValueError:
+                hint = " (a decimal comma? write 1.5, not 1,5)" if "," in cell else " (drop or encode the column)"
                 raise BatchlabError(f"dataset: feature column '{name}' of {file} has a non-numeric value {cell!r} "
-                                    f"on line {i + 2}; allowed: numbers (drop or encode the column)") from None
+                                    f"on line {i + 2}; allowed: numbers{hint}") from None
         raise
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
         raise BatchlabError(f"dataset: feature column '{name}' of {file} has a missing or non-finite value "
                             f"{cells[bad[0]]!r} on line {bad[0] + 2}; allowed: finite numbers")
+    large = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+    if len(large):
+        raise too_large(f"dataset: feature column '{name}' of {file}", repr(cells[large[0]]), f"on line {large[0] + 2}")
     return values
 
 
@@ -191,6 +237,9 @@ def _csv_target(cells: list[str], target: str, file: str) -> np.ndarray:
     if len(bad):
         raise BatchlabError(f"target: column '{target}' of {file} has a missing or non-finite value "
                             f"{cells[bad[0]]!r} on line {bad[0] + 2}; allowed: finite numbers or labels")
+    large = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+    if len(large):
+        raise too_large(f"target: column '{target}' of {file}", repr(cells[large[0]]), f"on line {large[0] + 2}")
     return values
 
 
@@ -219,6 +268,7 @@ def read_parquet(p: Path, *, target: str | None, features: tuple[str, ...] | Non
     except (pa.ArrowException, OSError) as e:
         raise BatchlabError(f"dataset: {p} is not a readable Parquet file ({_one_line(e)})") from None
     target = target or ""
+    _refuse_duplicates(columns, p.name)
     if target not in columns:
         raise invalid("target", target, f"a column of {p.name}: {_list(columns)}")
     if pf.metadata.num_rows == 0:
@@ -251,6 +301,9 @@ def read_parquet(p: Path, *, target: str | None, features: tuple[str, ...] | Non
         if bad is not None:
             raise BatchlabError(f"dataset: feature column '{name}' of {p.name} has a missing or non-finite value "
                                 f"({values[bad]}) at row {bad}; allowed: finite numbers")
+        large = first_too_large_row(values)
+        if large is not None:
+            raise too_large(f"dataset: feature column '{name}' of {p.name}", values[large], f"at row {large}")
         x[:, j] = values
     is_train = _split_mask(column(split).cast(pa.string()).to_numpy(zero_copy_only=False).astype(str), p.name) \
         if split else None
@@ -272,6 +325,9 @@ def _parquet_target(col, target: str, file: str) -> np.ndarray:
     if bad is not None:
         raise BatchlabError(f"target: column '{target}' of {file} has a missing or non-finite value ({values[bad]}) "
                             f"at row {bad}; allowed: finite numbers or labels")
+    large = first_too_large_row(values)
+    if large is not None:
+        raise too_large(f"target: column '{target}' of {file}", values[large], f"at row {large}")
     return values
 
 
@@ -336,6 +392,9 @@ def read_npz(p: Path, *, target: str | None, features: tuple[str, ...] | None = 
         if bad is not None:
             raise BatchlabError(f"dataset: {name} of {p.name} has a missing or non-finite value in row {bad}; "
                                 "allowed: finite numbers")
+        large = None if a is None else first_too_large_row(a)
+        if large is not None:
+            raise too_large(f"dataset: {name} of {p.name}", "a number", f"in row {large}")
     return FileContents(p.name, x, _npz_target(y, y_name, p.name), names, f"array '{y_name}' of {p.name}",
                         x_test=x_test, target_test=None if y_test is None else
                         _npz_target(y_test, f"{y_name}_test", p.name), image_shape=image_shape)
@@ -360,6 +419,9 @@ def _npz_target(y: np.ndarray, name: str, file: str) -> np.ndarray:
     if bad is not None:
         raise BatchlabError(f"target: array '{name}' of {file} has a missing or non-finite value ({values[bad]}) at "
                             f"index {bad}; allowed: finite numbers or labels")
+    large = first_too_large_row(values)
+    if large is not None:
+        raise too_large(f"target: array '{name}' of {file}", values[large], f"at index {large}")
     return values
 
 
@@ -394,6 +456,21 @@ def _npz_member(p: Path, name: str, info: zipfile.ZipInfo) -> np.ndarray:
         raise BatchlabError(f"dataset: {p} is a damaged NPZ file ({name!r}: {e})") from None
 
 
+def _check_crc(p: Path, info: zipfile.ZipInfo, *, start: int) -> None:
+    """Compare a stored member's bytes with the CRC-32 its zip entry records (zipfile checks compressed members
+    itself as it inflates them): one sequential read in 4 MiB chunks, before the member is mapped."""
+    crc, left = 0, info.compress_size
+    with p.open("rb") as f:
+        f.seek(start)
+        while left > 0:
+            chunk = f.read(min(left, 1 << 22))
+            if not chunk:
+                raise OSError("the archive ends inside the array")
+            crc, left = zlib.crc32(chunk, crc), left - len(chunk)
+    if crc != info.CRC:
+        raise zipfile.BadZipFile(f"Bad CRC-32 for file {info.filename!r}")
+
+
 def _memmap_stored_member(p: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
     """Map a stored (uncompressed) .npy member in place: its data start after the zip local header and the
     .npy header, both read here. None for a .npy format version this reader does not parse (read it instead)."""
@@ -412,6 +489,7 @@ def _memmap_stored_member(p: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
         offset = f.tell()
     if dtype.hasobject:
         raise ValueError("object arrays cannot be memory-mapped (pickled)")
+    _check_crc(p, info, start=info.header_offset + 30 + name_len + extra_len)
     if int(np.prod(shape)) == 0:
         return np.empty(shape, dtype)
     return np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran_order else "C")

@@ -16,7 +16,7 @@ import numpy as np
 
 from batchlab.data.builtin import load_builtin
 from batchlab.data.dataset import Dataset
-from batchlab.data.files import read_data_file
+from batchlab.data.files import first_nonfinite_row, read_data_file
 from batchlab.data.split import as_float32_rows, standardize_inplace, stratified_train_mask
 from batchlab.errors import BatchlabError, BatchlabWarning, invalid
 from batchlab.spec import StudySpec, data_file_kind
@@ -51,6 +51,11 @@ def load_dataset(spec: StudySpec) -> Dataset:
         target_train, target_test = contents.target[is_train], contents.target[~is_train]
     if spec.standardize:
         standardize_inplace(x_train, x_test)
+        for x in (x_train, x_test):
+            if first_nonfinite_row(x) is not None:  # the float32 arithmetic overflowed (features near 3.4e38)
+                raise BatchlabError(f"dataset: standardizing the features of {contents.name} overflows float32 "
+                                    "(their spread is too large); allowed: features whose differences float32 "
+                                    "holds (rescale them, or pass --no-standardize)")
     if task == "classification":
         y_train, y_test, names = encode_classes(target_train, target_test, source=contents.target_source)
         dataset = Dataset(contents.name, x_train, y_train, x_test, y_test, names, contents.feature_names,

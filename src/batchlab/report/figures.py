@@ -101,7 +101,8 @@ def cost_figure(summaries: list[RunSummary], *, n_train: int, setup: str, path: 
         bars = ax.bar(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
         ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8)
         ax.set_xticks(range(len(values)), labels, fontsize=8)
-        ax.set(ylabel=ylabel, yscale=yscale)
+        positive = bool(values) and all(np.isfinite(v) and v > 0 for v in values)
+        ax.set(ylabel=ylabel, yscale=yscale if positive else "linear")
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_title("Which took longer? (compile excluded, per-epoch evaluation included)")
     axes[1].set_title("Updates: ceil(N / B) per epoch")
@@ -166,7 +167,7 @@ def write_figures(data: StudyData) -> list[Path]:
     figures/overlay.png (seed means with a +/- std band), figures/cost.png and figures/scaling.png."""
     folder = data.directory / "figures"
     folder.mkdir(exist_ok=True)
-    paths = [draw_figure(data, "lena", run_id=s.run_id, path=folder / f"lena_{s.run_id}.png") for s in data.best_runs()]
+    paths = [draw_figure(data, "lena", run_id=s.run_id, path=folder / f"lena_{s.run_id}.png") for s in _shown(data)]
     return paths + [draw_figure(data, name, path=folder / f"{name}.png") for name in FIGURES[1:]]
 
 
@@ -177,9 +178,15 @@ def draw_figure(data: StudyData, name: str, *, path: Path, run_id: str | None = 
         s = next(s for s in data.summaries if s.run_id == run_id)
         return lena_figure(s, data.epochs[s.run_id], data.steps[s.run_id], path=path, task=data.task, n_train=n_train,
                            setup=setup)
-    best = data.best_runs()
+    best = _shown(data)
     if name == "overlay":
         return overlay_figure(best, data.epochs, path=path, n_train=n_train, setup=setup)
     if name == "cost":
         return cost_figure(best, path=path, n_train=n_train, setup=setup)
     return scaling_figure(data.analysis(), data.epochs, best, setup=data.setup, path=path)
+
+
+def _shown(data: StudyData) -> list[RunSummary]:
+    """The runs the figures show: each batch size's best learning rate, or every run when none has one (every
+    run diverged), so such a study still gets its figures."""
+    return data.best_runs() or list(data.summaries)

@@ -21,6 +21,7 @@ import numpy as np
 
 from batchlab.errors import invalid
 from batchlab.report.explain import explanation
+from batchlab.store.db import check_outside_study, write_atomic
 from batchlab.study_data import StudyData
 
 REPORT_NAME = "report.html"
@@ -46,12 +47,10 @@ def write_report(data: StudyData, path: Path | None = None) -> Path:
     path = Path(path) if path is not None else Path(data.directory) / REPORT_NAME
     if path.is_dir():
         raise invalid("out", str(path), "the path of an HTML file to write (this is a directory)")
+    check_outside_study("out", path, data.directory)
     page = render_report(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_atomic(path, lambda partial: partial.write_text(page, encoding="utf-8"))
 
 
 def render_report(data: StudyData) -> str:

@@ -1,7 +1,8 @@
 """The driver's side of training: groups become tasks (with their last checkpoint) and messages become store rows.
 
 The recorder is the only writer of the store. Records of an epoch the store already has (a retried task
-replaying) are skipped.
+replaying from an earlier checkpoint, or from the start when the group has none) are skipped: training is
+deterministic, so the replayed epochs equal the recorded ones.
 """
 
 from __future__ import annotations
@@ -21,22 +22,27 @@ class Recorder:
     """Turns groups into tasks (with their last checkpoint) and messages into store rows (see the module)."""
 
     def __init__(self, store: Store, groups: list[PlannedGroup], n_train: int, progress: Progress | None, *,
-                 checkpoints: bool = True):
-        self.store, self.n_train, self.progress, self.checkpoints = store, n_train, progress, checkpoints
+                 checkpoint_every_s: float = 0.0):
+        self.store, self.n_train, self.progress = store, n_train, progress
+        self.checkpoint_every_s = checkpoint_every_s
         self.groups = {g.group_id: g for g in groups}
         self.last_epoch: dict[str, int] = {}
         self.started: set[str] = set()
+        self.failures: dict[str, str] = {}
+        """Groups that failed (their worker died again and again, or training raised): group id -> why."""
 
     def task(self, g: PlannedGroup, data: Dataset) -> GroupTask:
+        """The group's task, resuming from its last committed checkpoint (from the start without one)."""
         saved = self.store.checkpoint(g.group_id)
-        self.last_epoch[g.group_id] = -1 if saved is None else saved.epoch
+        recorded = self.store.last_epoch(g.group_id)
+        self.last_epoch[g.group_id] = max(-1 if recorded is None else recorded, -1 if saved is None else saved.epoch)
         resume = None if saved is None else Checkpoint(saved.epoch, saved.wall_time_s, saved.leaves, saved.active)
         p = g.point
         group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
                       warmup_epochs=p.warmup_epochs)
-        return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoints)
+        return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoint_every_s)
 
     def handle(self, message: Message) -> None:
         if isinstance(message, EpochDone):
@@ -90,7 +96,15 @@ class Recorder:
         if self.progress:
             self.progress.end_group(m.group_id)
 
+    def fail(self, group_id: str, reason: str) -> None:
+        """Give a group up (see `batchlab.runner.executors.run_processes`): its runs become `failed` (a later
+        resume retries them) and the reason is kept for the command's message."""
+        g = self.groups[group_id]
+        self.failures[group_id] = f"group {group_id} ({len(g.runs)} runs of batch size {g.batch_size}) failed: {reason}"
+        self.store.finish_runs([r.run_id for r in g.runs], status="failed")
+        if self.progress:
+            self.progress.end_group(group_id)
+
     def mark_unfinished(self) -> None:
-        """Runs of groups that started but did not finish (a stop request, a lost worker) become interrupted."""
-        for gid in self.started:
-            self.store.mark_runs([r.run_id for r in self.groups[gid].runs], status="interrupted")
+        """Runs still marked running (a stop request, a lost worker, an abort) become interrupted."""
+        self.store.interrupt_running()

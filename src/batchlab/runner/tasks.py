@@ -22,14 +22,27 @@ class GroupTask:
     epochs: int
     data: Dataset
     resume: Checkpoint | None = None
-    checkpoints: bool = True
-    """Attach the group's state to every epoch (needed to resume; `batchlab run` does not resume)."""
+    checkpoint_every_s: float = 0.0
+    """0: attach the group's state to every epoch (sweeps: a kill -9 loses at most the epoch in flight); else at
+    most every that many seconds and at a stop (`batchlab run`: epochs after the last checkpoint are trained
+    again on resume, to the same numbers)."""
 
 
 @dataclass(frozen=True)
-class GroupStarted:
-    group_id: str
+class WorkerReady:
+    """A worker process started and waits for a task."""
+
     worker: int
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """Training a group raised in a worker: a user error (its one line) or another exception (its last line;
+    the traceback went to the worker's stderr)."""
+
+    group_id: str
+    message: str
+    user_error: bool
 
 
 @dataclass(frozen=True)
@@ -48,4 +61,4 @@ class GroupDone:
     end_metrics: list[dict[str, float]]
 
 
-Message = GroupStarted | EpochDone | GroupDone
+Message = WorkerReady | WorkerError | EpochDone | GroupDone

@@ -29,7 +29,9 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
                     probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every,
                     eval_every_steps=p.eval_every_steps)
     active = np.ones(group.n_replicas, bool)
-    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=task.checkpoints):
+    every = task.checkpoint_every_s
+    for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=every == 0,
+                                  checkpoint_every_s=every or None):
         active = record.active & ~record.diverged
         yield EpochDone(task.group_id, record, run.compile_time_s)
     final = [flatten_params(_replica(run.final_params, i)) for i in range(group.n_replicas)]

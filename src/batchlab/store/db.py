@@ -13,21 +13,32 @@ knows nothing of JAX: it takes and gives plain NumPy arrays and dicts.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import os
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 import numpy as np
 
-from batchlab.errors import BatchlabError, invalid
+from batchlab.errors import BatchlabError, environment_error, invalid
 
 DB_NAME = "study.db"
 PARTIAL_NAME = ".study.db.partial"
+TABLES = ("study", "runs", "epochs", "run_metrics", "checkpoints", "steps")
+STUDY_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", PARTIAL_NAME, ".study.lock")
+"""Files of a study directory that only batchlab's writer may write (with the folders in STUDY_FOLDERS)."""
+STUDY_FOLDERS = ("init", "final")
+GENERATED = ("figures", "report.html")
+"""What `show --figures` and `report` write into a study directory (removed with the study by overwrite)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,6 +118,7 @@ class EpochRow:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    """A connection for the study's one writer (see :mod:`batchlab.store.lock`): WAL, explicit transactions."""
     con = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
     con.row_factory = sqlite3.Row
     con.execute("PRAGMA journal_mode=WAL")
@@ -115,8 +127,61 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection (`mode=ro`): it never writes, so a study on a read-only disk or in a directory this
+    user cannot write opens too. SQLite reads a WAL database read-only when it can create the -shm file beside
+    it; where it cannot (a read-only directory) and no write-ahead log is waiting, the file is read as immutable."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    con = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        con.close()
+        wal = path.with_name(path.name + "-wal")
+        if os.access(path.parent, os.W_OK) or (wal.exists() and wal.stat().st_size > 0):
+            raise
+        con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    con.row_factory = sqlite3.Row
+    return con
+
+
+class StudyDamaged(BatchlabError):
+    """study.db cannot be read as a study: truncated, overwritten, a table or the metadata missing."""
+
+
+T = TypeVar("T")
+
+
+def _guarded(*caught: type[BaseException]) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Turn what a damaged database, a full disk or a read-only file raise into one-line errors (see
+    :meth:`Store.error`); a locked database or a broken constraint stays a traceback (a bug)."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.DatabaseError, OSError, *caught) as e:  # type: ignore[misc]  # a tuple of classes
+                error = self.error(e)
+                if error is None:
+                    raise
+                raise error from None
+
+        return wrapper
+
+    return decorate
+
+
+_reading = _guarded(json.JSONDecodeError, zipfile.BadZipFile, KeyError, ValueError, TypeError)
+"""For methods that decode what the database holds: a value that does not decode is damage."""
+_writing = _guarded()
+
+
 def study_exists(directory: str | Path) -> bool:
-    return (Path(directory) / DB_NAME).exists()
+    """Whether `directory` holds a study (an empty study.db, which merely opening a path in sqlite3 creates, is
+    none)."""
+    path = Path(directory) / DB_NAME
+    return path.is_file() and path.stat().st_size > 0
 
 
 def require_directory_path(field: str, directory: str | Path) -> None:
@@ -132,11 +197,51 @@ def check_out(directory: str | Path) -> None:
     d = Path(directory)
     require_directory_path("out", d)
     if study_exists(d):
-        raise BatchlabError(f"out: {d} already holds a study ({DB_NAME}); choose a new --out directory")
+        raise BatchlabError(f"out: {d} already holds a study ({DB_NAME}); allowed: a new --out directory, or "
+                            f"batchlab resume {d} to finish it")
+
+
+def check_outside_study(field: str, target: str | Path, study: str | Path) -> None:
+    """Refuse a destination that is one of the study's own files (study.db, its journal, the lock) or lies in its
+    parameter folders: a report or an export must never replace what it was made from."""
+    t, d = Path(target).resolve(), Path(study).resolve()
+    own = [d / name for name in STUDY_FILES]
+    folders = [d / name for name in STUDY_FOLDERS]
+    if t in own or any(t == f or f in t.parents for f in folders):
+        raise invalid(field, str(target), f"a path outside the study's own files ({', '.join(STUDY_FILES[:1])}, "
+                      f"{', '.join(f + '/' for f in STUDY_FOLDERS)} of {study})")
+
+
+def remove_study(directory: str | Path) -> None:
+    """Delete a study's files (the database, parameter folders, figures and report), and nothing else in the
+    directory; the caller holds the study's lock (overwrite=True in the Python API)."""
+    d = Path(directory)
+    for name in STUDY_FILES[:-1]:
+        (d / name).unlink(missing_ok=True)
+    for name in (*STUDY_FOLDERS, *GENERATED):
+        path = d / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(temporary path)` beside `path`, then rename it into place: a reader sees the old file or the
+    whole new one, and a failed write (a full disk) leaves no temporary file behind."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 class Store:
-    """A study directory opened for writing (:meth:`create`) or reading (:meth:`open`)."""
+    """A study directory opened for writing (:meth:`create`, :meth:`open` with `write=True`, under the study's
+    lock) or reading (:meth:`open`, read-only)."""
 
     def __init__(self, directory: Path, con: sqlite3.Connection):
         self.directory = directory
@@ -145,24 +250,34 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.directory)!r}, runs={len(self.runs())})"
 
+    @property
+    def path(self) -> Path:
+        return self.directory / DB_NAME
+
     @classmethod
     def create(cls, directory: str | Path, *, meta: Mapping[str, Any]) -> Store:
         """Start a new study in `directory` (refused if it already holds one). The database is built under a
         temporary name and appears as study.db only at :meth:`publish`, so a process killed while registering
-        runs leaves no half-made study behind."""
+        runs leaves no half-made study behind. The caller holds the directory's lock, so a leftover temporary
+        database is a dead writer's and is replaced."""
         d = Path(directory)
         check_out(d)
         d.mkdir(parents=True, exist_ok=True)
         for leftover in d.glob(PARTIAL_NAME + "*"):
             leftover.unlink()
-        con = _connect(d / PARTIAL_NAME)
-        with _transaction(con):
+        store = cls(d, _connect(d / PARTIAL_NAME))
+        store._initialize(meta)
+        return store
+
+    @_writing
+    def _initialize(self, meta: Mapping[str, Any]) -> None:
+        with _transaction(self._con):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
-                    con.execute(statement)
-            con.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        return cls(d, con)
+                    self._con.execute(statement)
+            self._con.executemany("INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
 
+    @_writing
     def publish(self) -> None:
         """Make a newly created study visible as study.db (atomically), and keep it open."""
         partial = self.directory / PARTIAL_NAME
@@ -172,19 +287,62 @@ class Store:
         partial.replace(self.directory / DB_NAME)
         self._con = _connect(self.directory / DB_NAME)
 
+    def discard(self) -> None:
+        """Remove a study that was created but never published (registration failed): its temporary database
+        and the parameter files written so far."""
+        self._con.close()
+        for leftover in self.directory.glob(PARTIAL_NAME + "*"):
+            leftover.unlink(missing_ok=True)
+        for folder in STUDY_FOLDERS:
+            shutil.rmtree(self.directory / folder, ignore_errors=True)
+
     @classmethod
-    def open(cls, directory: str | Path) -> Store:
-        """Open an existing study directory."""
+    def open(cls, directory: str | Path, *, write: bool = False) -> Store:
+        """Open an existing study directory: read-only (never writes, works on read-only files), or for writing
+        by the study's lock holder. Raises StudyDamaged if study.db is not a readable study database."""
         d = Path(directory)
         if not study_exists(d):
             raise BatchlabError(f"dir: {d} holds no study ({DB_NAME} not found); allowed: a directory written "
-                                "by 'batchlab run'")
-        return cls(d, _connect(d / DB_NAME))
+                                "by 'batchlab run' or 'batchlab sweep'")
+        store = cls(d, sqlite3.connect(":memory:"))
+        store._attach(write)
+        return store
+
+    @_reading
+    def _attach(self, write: bool) -> None:
+        self._con.close()
+        self._con = _connect(self.path) if write else _connect_readonly(self.path)
+        tables = {r[0] for r in self._con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise sqlite3.DatabaseError(f"no table {missing[0]!r}")
 
     def close(self) -> None:
         self._con.close()
 
+    def error(self, e: BaseException) -> BatchlabError | None:
+        """The one-line error for what reading or writing study.db raised: a full disk, a read-only file, or
+        damage (StudyDamaged); None for anything else (a locked database, a constraint: bugs)."""
+        if isinstance(e, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
+            return None
+        text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+        if isinstance(e, sqlite3.OperationalError):
+            if "locked" in text or "busy" in text or "interrupted" in text:
+                return None
+            if "disk is full" in text:
+                return BatchlabError(f"{self.path}: no space left on device; free some space and run the same "
+                                     "command again (what was committed is kept)")
+            if "readonly" in text or "read-only" in text:
+                return BatchlabError(f"{self.path}: cannot write (a read-only file or disk); allowed: a study "
+                                     "directory this user can write")
+        if isinstance(e, OSError) and not isinstance(e, zipfile.BadZipFile):
+            return environment_error(e)
+        return StudyDamaged(f"dir: {self.path} is damaged: {text or type(e).__name__}; the parameter files "
+                            f"({', '.join(f + '/' for f in STUDY_FOLDERS)}) and any exported files are untouched "
+                            "(restore study.db from a copy, or start again in a new directory)")
+
     # -- writing ------------------------------------------------------------------------------------------
+    @_writing
     def add_runs(self, runs: Iterable[tuple[RunInfo, Mapping[str, Any]]], *, versions: Mapping[str, str],
                  device: str) -> None:
         """Register runs with their full config (the spec of their sweep point)."""
@@ -200,16 +358,20 @@ class Store:
                                   order_seed=r.order_seed), sort_keys=True),
                   json.dumps(dict(versions)), device, now) for r, config in runs])
 
+    @_writing
     def save_params(self, run_id: str, flat_params: Mapping[str, np.ndarray], *, kind: str = "init") -> Path:
         """Write `kind/<run_id>.npz` (kind is `init` or `final`) atomically."""
         folder = self.directory / kind
         folder.mkdir(exist_ok=True)
-        path = folder / f"{run_id}.npz"
-        tmp = folder / f".{run_id}.tmp.npz"
-        np.savez(tmp, **dict(flat_params))  # type: ignore[arg-type]  # numpy's stub types allow_pickle as a kwarg
-        tmp.replace(path)
-        return path
+        arrays = dict(flat_params)
 
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types allow_pickle as a kwarg
+
+        return write_atomic(folder / f"{run_id}.npz", write)
+
+    @_writing
     def write_epoch(self, rows: Iterable[EpochRow], *, diverged: Iterable[str] = (),
                     compile_time_s: float | None = None, checkpoint: GroupCheckpoint | None = None) -> None:
         """Record one epoch of a group in one transaction: metrics, step losses, run progress and the group's
@@ -244,31 +406,43 @@ class Store:
                     (status, status, r.epoch, r.epoch, r.updates, r.examples_seen, r.wall_time_s, compile_time_s,
                      status, time.time(), r.run_id))
 
+    @_writing
     def finish_runs(self, run_ids: Iterable[str], *, status: str) -> None:
-        """Mark runs that are still running as `completed` or `interrupted`; diverged runs keep their status."""
+        """Mark runs as `completed`, `interrupted` or `failed`; diverged runs keep their status."""
         with _transaction(self._con):
             self._con.executemany("UPDATE runs SET status=?, finished_at=? WHERE run_id=? AND status!='diverged'",
                                   [(status, time.time(), rid) for rid in run_ids])
 
+    @_writing
     def write_run_metrics(self, metrics: Mapping[str, Mapping[str, float]]) -> None:
         """End-of-training measurements per run (sharpness, ...): {run_id: {name: value}}."""
         with _transaction(self._con):
             self._con.executemany("INSERT OR REPLACE INTO run_metrics VALUES (?, ?, ?)",
                                   [(rid, name, _real(v)) for rid, m in metrics.items() for name, v in m.items()])
 
+    @_reading
     def run_metrics(self) -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {}
         for r in self._con.execute("SELECT run_id, name, value FROM run_metrics ORDER BY run_id, name"):
             out.setdefault(r["run_id"], {})[r["name"]] = np.nan if r["value"] is None else r["value"]
         return out
 
+    @_writing
     def mark_runs(self, run_ids: Iterable[str], *, status: str) -> None:
         """Set the status of runs that have not completed or diverged (e.g. `running` again on resume)."""
         with _transaction(self._con):
             self._con.executemany("UPDATE runs SET status=? WHERE run_id=? AND status NOT IN ('completed', 'diverged')",
                                   [(status, rid) for rid in run_ids])
 
+    @_writing
+    def interrupt_running(self) -> None:
+        """Runs marked `running` become `interrupted`: called by the study's one writer (see
+        :mod:`batchlab.store.lock`) when it stops, and when it opens a study a dead writer left."""
+        with _transaction(self._con):
+            self._con.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+
     # -- reading ------------------------------------------------------------------------------------------
+    @_reading
     def checkpoint(self, group_id: str) -> GroupCheckpoint | None:
         """The last committed checkpoint of a group, or None if none was written."""
         row = self._con.execute("SELECT epoch, wall_time_s, state FROM checkpoints WHERE group_id=?",
@@ -279,12 +453,29 @@ class Store:
             arrays = [f[k] for k in sorted(f.files)]
         return GroupCheckpoint(group_id, row["epoch"], row["wall_time_s"], arrays[0].astype(bool), arrays[1:])
 
+    @_reading
+    def last_epoch(self, group_id: str) -> int | None:
+        """The last epoch any run of the group has recorded (None before epoch 0): with per-epoch transactions,
+        every run still training has recorded exactly this epoch."""
+        row = self._con.execute("SELECT MAX(e.epoch) FROM epochs e JOIN runs r ON r.run_id = e.run_id "
+                                "WHERE r.group_id=?", (group_id,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    @_reading
     def statuses(self) -> dict[str, str]:
         return {r["run_id"]: r["status"] for r in self._con.execute("SELECT run_id, status FROM runs")}
 
-    def meta(self) -> dict[str, Any]:
-        return {r["key"]: json.loads(r["value"]) for r in self._con.execute("SELECT key, value FROM study")}
+    @_reading
+    def meta(self, *, required: Mapping[str, type] | None = None) -> dict[str, Any]:
+        """The study's metadata; with `required` ({key: type}), a missing or mistyped key is damage."""
+        meta = {r["key"]: json.loads(r["value"]) for r in self._con.execute("SELECT key, value FROM study")}
+        for key, kind in (required or {}).items():
+            if not isinstance(meta.get(key), kind):
+                raise KeyError(f"the study metadata lacks {key!r}" if key not in meta else
+                               f"the study metadata's {key!r} is not a {kind.__name__}")
+        return meta
 
+    @_reading
     def runs(self) -> list[dict[str, Any]]:
         """All runs, ordered by batch size then seed, as dicts (config and versions decoded)."""
         out = []
@@ -294,6 +485,7 @@ class Store:
             out.append(d)
         return out
 
+    @_reading
     def epochs(self, run_id: str) -> dict[str, np.ndarray]:
         """Per-epoch records of one run as arrays keyed by field name (missing values are NaN)."""
         rows = self._con.execute(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch",
@@ -302,15 +494,18 @@ class Store:
         return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
                 for i, f in enumerate(EPOCH_FIELDS)}
 
+    @_reading
     def evals(self, run_id: str) -> dict[str, np.ndarray]:
         """Evaluations between epoch ends of one run, by update count, as arrays keyed by EVAL_FIELDS (empty
         arrays when the study evaluated at epoch ends only)."""
-        rows = self._con.execute(f"SELECT {', '.join(EVAL_FIELDS)} FROM evals WHERE run_id=? ORDER BY step",
-                                 (run_id,)).fetchall()
+        has_table = self._con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='evals'").fetchone()
+        rows = [] if has_table is None else self._con.execute(  # studies written before evals existed have none
+            f"SELECT {', '.join(EVAL_FIELDS)} FROM evals WHERE run_id=? ORDER BY step", (run_id,)).fetchall()
         counts = ("step", "examples_seen")
         return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
                 for i, f in enumerate(EVAL_FIELDS)}
 
+    @_reading
     def step_losses(self, run_id: str) -> tuple[np.ndarray, np.ndarray]:
         """(epoch of each step, minibatch loss of each step) for one run, in step order."""
         rows = self._con.execute("SELECT epoch, losses FROM steps WHERE run_id=? ORDER BY epoch", (run_id,))
@@ -324,8 +519,14 @@ class Store:
         return np.concatenate(epochs), np.concatenate(losses)
 
     def load_params(self, run_id: str, *, kind: str = "init") -> dict[str, np.ndarray]:
-        with np.load(self.directory / kind / f"{run_id}.npz") as f:
-            return {k: f[k] for k in f.files}
+        path = self.directory / kind / f"{run_id}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except FileNotFoundError:
+            raise BatchlabError(f"dir: {path} is missing (the {kind} parameters of run {run_id})") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise BatchlabError(f"dir: {path} is damaged ({' '.join(str(e).split())})") from None
 
 
 @dataclass(frozen=True)
@@ -358,8 +559,13 @@ class _transaction:
         self.con = con
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.con.in_transaction:  # one that an abort (a second Ctrl-C) cut off between BEGIN and its block
+            self.con.execute("ROLLBACK")
         self.con.execute("BEGIN IMMEDIATE")
         return self.con
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.con.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self.con.execute("COMMIT")
+        elif self.con.in_transaction:  # SQLite may already have rolled back (a full disk)
+            self.con.execute("ROLLBACK")

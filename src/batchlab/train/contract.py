@@ -162,10 +162,13 @@ class GroupRun:
         return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
-                    resume: Checkpoint | None = None, checkpoints: bool = False) -> Iterator[EpochRecord]:
+                    resume: Checkpoint | None = None, checkpoints: bool = False,
+                    checkpoint_every_s: float | None = None) -> Iterator[EpochRecord]:
         """Yield epoch 0 (before any update; skipped when resuming) and each epoch after, up to `epochs`.
-        `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record. Afterwards
-        `finished` is False if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
+        `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record;
+        `checkpoint_every_s` instead attaches one at most every that many seconds and to the record of the epoch
+        where a stop request is honoured (so a stopped group can continue exactly). Afterwards `finished` is False
+        if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
         backend = self.backend
         self.finished = False
         state = backend.initial_state(initial_params, resume)
@@ -175,8 +178,15 @@ class GroupRun:
         wall_offset = 0.0 if resume is None else resume.wall_time_s
         self.final_params = backend.params(state)
 
-        def snapshot(epoch: int, wall: float, state: Any) -> Checkpoint | None:
-            return Checkpoint(epoch, wall, backend.leaves(state), active.copy()) if checkpoints else None
+        last_snapshot = time.perf_counter()
+
+        def snapshot(epoch: int, wall: float, state: Any, *, stopping: bool = False) -> Checkpoint | None:
+            nonlocal last_snapshot
+            due = checkpoint_every_s is not None and (stopping or time.perf_counter() - last_snapshot >= checkpoint_every_s)
+            if not (checkpoints or due):
+                return None
+            last_snapshot = time.perf_counter()
+            return Checkpoint(epoch, wall, backend.leaves(state), active.copy())
 
         if resume is None:
             train_loss, train_acc, test_loss, test_acc = backend.evaluate(state)
@@ -217,8 +227,8 @@ class GroupRun:
             yield EpochRecord(epoch=epoch, updates=epoch * self.steps_per_epoch, examples_seen=epoch * self.n_train,
                               wall_time_s=wall, step_losses=step_losses, train_loss=train_loss, train_acc=train_acc,
                               test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
-                              eval_steps=eval_steps, eval_metrics=eval_metrics, checkpoint=snapshot(epoch, wall, state),
-                              probe=probe)
+                              eval_steps=eval_steps, eval_metrics=eval_metrics,
+                              checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe)
             if stop:
                 return
             if not active.any():

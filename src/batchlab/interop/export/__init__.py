@@ -23,6 +23,7 @@ from batchlab.interop.export.csv import export_csv
 from batchlab.interop.export.mlflow import MlflowExport, export_mlflow
 from batchlab.interop.export.parquet import export_parquet
 from batchlab.interop.export.tensorboard import export_tensorboard
+from batchlab.store.db import check_outside_study
 
 FORMATS = {"csv": "", "parquet": "parquet", "tensorboard": "tensorboard", "mlflow": "mlflow"}
 """Export format -> the batchlab extra it needs ("" for none)."""
@@ -46,6 +47,11 @@ def export(directory: str | Path, *, format: str, to: str | Path,
     if max_step_points is not None and format in ("csv", "parquet"):
         raise invalid("max_step_points", max_step_points, "only with the tensorboard and mlflow formats (csv and "
                       "parquet keep every step)")
+    if format == "mlflow":
+        if isinstance(to, str) and to.startswith("sqlite:///"):
+            check_outside_study("to", to[len("sqlite:///"):], directory)
+    else:
+        check_outside_study("to", to, directory)
     if format == "csv":
         return export_csv(directory, to)
     if format == "parquet":

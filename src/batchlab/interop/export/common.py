@@ -7,6 +7,7 @@ What the formats share lives here: a readable, unique name per run, a run's hype
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,3 +75,12 @@ def check_max_step_points(max_step_points: int | None) -> None:
     if max_step_points is not None and (isinstance(max_step_points, bool) or not isinstance(max_step_points, int)
                                         or not (max_step_points == 0 or max_step_points >= 4)):
         raise invalid("max_step_points", max_step_points, "0 (keep every step) or an integer >= 4")
+
+
+def refuse_overwrite(out: Path, names: list[str]) -> None:
+    """An export never replaces files: refuse a directory already holding one of the files it would write (as the
+    TensorBoard export refuses earlier event files)."""
+    found = [n for n in names if (out / n).exists()]
+    if found:
+        raise invalid("to", str(out), f"a directory without the files this export writes ({out / found[0]} exists, "
+                      "perhaps from an earlier export): a new or empty directory, or remove them first")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchlab.interop.export.common import refuse_overwrite
 from batchlab.store.db import require_directory_path
 from batchlab.store.tables import TABLE_NAMES, Columns, read_tables
 
@@ -21,6 +22,7 @@ def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
     """
     out = Path(to)
     require_directory_path("to", out)
+    refuse_overwrite(out, [f"{name}.csv" for name in TABLE_NAMES])
     tables = read_tables(directory)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from batchlab._optional import import_extra
+from batchlab.interop.export.common import refuse_overwrite
 from batchlab.store.db import require_directory_path
 from batchlab.store.tables import NULLABLE_INTEGERS, TABLE_NAMES, Columns, read_tables
 
@@ -26,6 +27,7 @@ def export_parquet(directory: str | Path, to: str | Path) -> list[Path]:
     """
     out = Path(to)
     require_directory_path("to", out)
+    refuse_overwrite(out, [f"{name}.parquet" for name in TABLE_NAMES])
     pa = import_extra("pyarrow", extra="parquet", purpose="--format parquet")
     pq = import_extra("pyarrow.parquet", extra="parquet", purpose="--format parquet")
     tables = read_tables(directory)
