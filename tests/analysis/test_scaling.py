@@ -144,3 +144,10 @@ def test_fastest_batch_size_from_made_up_timings():
     assert fastest_batch_size({8: None}, {}).batch_size is None
     with pytest.raises(BatchlabError):
         fastest_batch_size({8: 10, 64: 5}, {8: 0.1})
+
+
+def test_a_target_reached_at_initialization_has_exact_resolution():
+    # steps 0 (the initial evaluation already beats the target): seen in CI as a ZeroDivisionError in the analysis
+    st = StepsToTarget(batch_size=8, steps=0, examples=0, wall_time_s=0.0, lr=0.1, seed=0, n_trials=1, n_diverged=0,
+                       previous_evaluation=0)
+    assert st.resolution == 0.0

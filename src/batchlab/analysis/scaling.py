@@ -74,6 +74,8 @@ class StepsToTarget:
         have been reached at half the steps). NaN when infeasible."""
         if self.steps is None or self.previous_evaluation is None:
             return float("nan")
+        if self.steps == 0:
+            return 0.0  # reached at initialization: exact
         return (self.steps - self.previous_evaluation) / self.steps
 
     def __repr__(self) -> str:

@@ -61,3 +61,9 @@ def test_hutchinson_trace_is_exact_for_a_diagonal_matrix_and_unbiased_otherwise(
     h = symmetric(np.linspace(0.0, 2.0, 60), seed=5)
     est = hutchinson_trace(lambda vs: np.einsum("sp,pq,sq->s", vs, h, vs), 60, samples=2000, seed=1)
     assert abs(est.mean - np.trace(h)) < 4 * est.stderr
+
+
+def test_lanczos_on_overflowing_products_reports_nan_not_converged_instead_of_crashing():
+    # A replica whose parameters overflowed without its loss turning non-finite (seen in CI: numpy's eigh raised)
+    top = lanczos_top_eigenvalue(lambda v: np.full_like(v, np.inf), 10)
+    assert np.isnan(top.eigenvalue) and not top.converged and top.iterations == 1

@@ -58,6 +58,8 @@ def lanczos_top_eigenvalue(hvp: Hvp, dim: int, *, iters: int = 100, seed: int = 
     for m in range(1, iters + 1):
         basis[m - 1] = q
         w = np.asarray(hvp(q), np.float64)
+        if not np.all(np.isfinite(w)):  # overflowed parameters or curvature: no eigenvalue to report
+            return TopEigenvalue(float("nan"), m, False)
         alpha = float(q @ w)
         alphas.append(alpha)
         w -= basis[:m].T @ (basis[:m] @ w)  # full reorthogonalization (twice is enough: Kahan, Parlett)
