@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench import jax_runs, reference
+from bench import jax_runs, processes, reference
 from bench.results import Result, print_batch_size_1, print_by_batch_size, write_json
 
 LARGE_BATCH_EPOCH_FACTOR = 4
@@ -20,6 +20,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also measure the engine with R vmapped replicas at batch size 1 (default 8; R=1 always)")
     p.add_argument("--torch-epochs", type=int, default=2, help="epochs of each PyTorch loop (default 2)")
     p.add_argument("--sklearn-iters", type=int, default=3, help="epochs of MLPClassifier (default 3)")
+    p.add_argument("--together-epochs", type=int, default=60,
+                   help="epochs of each `batchlab run` in the two-runs-at-once benchmark (default 60)")
+    p.add_argument("--study-epochs", type=int, default=100,
+                   help="epochs of the Shallue-style study benchmark (default 100, as in issue 16; 0 skips it)")
+    p.add_argument("--study-workers", type=int, default=2, help="--workers of the study benchmark (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke mode: few epochs everywhere, numbers are rough")
     p.add_argument("--json", default="bench/results/latest.json", help="where to write the results")
     p.add_argument("--no-pin", action="store_true",
@@ -27,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.torch_epochs, args.sklearn_iters = 5, 1, 1
+        args.together_epochs, args.study_epochs = 5, 1
     return args
 
 
@@ -72,6 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     reference_result = table1[0]
     print_batch_size_1(table1, reference_result)
     print_by_batch_size(table2)
+    print(f"\nTwo `batchlab run`s at once (digits, batch size 1, {args.together_epochs} epochs, training time):")
+    together = processes.two_runs_at_once(args.together_epochs)
+    print(f"  alone {together['alone_s']:.3f} s; together " + ", ".join(f"{t:.3f} s" for t in together["together_s"])
+          + " (speed vs alone: " + ", ".join(f"{r:.2f}x" for r in together["speed_vs_alone"]) + ")")
+    study = None
+    if args.study_epochs > 0:
+        print(f"\nShallue-style study ({args.study_epochs} epochs, --workers {args.study_workers}) ...", flush=True)
+        study = processes.shallue_study(args.study_epochs, args.study_workers)
+        print(f"  {study['wall_s']:.1f} s from start to exit")
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     settings.update(large_batch_epochs=LARGE_BATCH_EPOCH_FACTOR * args.epochs,
                     torch_num_threads=reference.torch_threads(), reference=reference_result.name,
@@ -80,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                       table1=[r.to_dict(reference_over_this=reference_result.steps_per_s / r.steps_per_s)
                               for r in table1],
                       table2=[{"batch_size": e.batch_size, "engine": e.to_dict(), "bare_scan": s.to_dict(),
-                               "engine_over_scan": e.steps_per_s / s.steps_per_s} for e, s in table2])
+                               "engine_over_scan": e.steps_per_s / s.steps_per_s} for e, s in table2],
+                      two_runs_at_once=together, shallue_study=study)
     print(f"\nresults written to {path}")
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from batchlab.data.dataset import Dataset
-from batchlab.spec import DEFAULT_LR
+from bench.jax_runs import LR as DEFAULT_LR
 from bench.results import Result
 
 WARM_UP_STEPS = 100
