@@ -48,7 +48,8 @@ def batch_size_1(args: argparse.Namespace, data, notes: list[str]) -> list[Resul
         print("note: " + notes[-1])
     else:
         results += [reference.torch_dataloader(data, epochs=args.torch_epochs),
-                    reference.torch_manual(data, epochs=args.torch_epochs)]
+                    reference.torch_manual(data, epochs=args.torch_epochs),
+                    reference.torch_backend(data, epochs=args.torch_epochs)]
     return results + [reference.sklearn_mlp(data, iters=args.sklearn_iters)]
 
 

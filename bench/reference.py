@@ -89,3 +89,21 @@ def sklearn_mlp(data: Dataset, *, iters: int) -> Result:
         seconds = time.perf_counter() - t0
     steps = clf.n_iter_ * data.n_train
     return Result("scikit-learn MLPClassifier (sgd)", 1, steps, steps, seconds, final_loss=float(clf.loss_))
+
+
+def torch_backend(data: Dataset, *, epochs: int) -> Result:
+    """batchlab's PyTorch backend (a user's nn.Module, here the same MLP as an nn.Sequential) at batch size 1,
+    through the shared epoch loop, with per-epoch train and test evaluation: steps over its training time."""
+    from batchlab.models.registry import load_model
+    from batchlab.spec import StudySpec
+    from batchlab.train.backends import group_run
+    from batchlab.train.contract import EpochRecord, Group
+
+    model = load_model(StudySpec(dataset="digits", model="torch:tests/fixtures/torch_mlp.py:mlp"), data)
+    last: dict[str, EpochRecord] = {}
+    run = group_run(model, data, Group(1, (DEFAULT_LR,), (0,), (0,)), epochs, optimizer="sgd", momentum=0.0,
+                    device="cpu")
+    run.train(lambda r: last.update(rec=r))
+    rec = last["rec"]
+    return Result("batchlab PyTorch backend", 1, rec.updates, rec.examples_seen, rec.wall_time_s,
+                  final_loss=float(rec.step_losses.mean()), compile_s=run.compile_time_s)

@@ -186,8 +186,27 @@ class _TorchOps:
         def minibatch_loss(p: Any, x: Any, y: Any, mask: Any) -> Any:
             return torch.sum(self.loss(functional_call(module, p, (x,)), y) * mask) / torch.sum(mask)
 
-        self.step_fn = vmap(grad_and_value(minibatch_loss), in_dims=(0, 0, 0, None), randomness="different")
+        if group.n_replicas == 1:
+            self.step_fn = self._single_step(minibatch_loss)
+        else:
+            self.step_fn = vmap(grad_and_value(minibatch_loss), in_dims=(0, 0, 0, None), randomness="different")
         self.forward = lambda p, x: vmap(lambda q: functional_call(module, q, (x,)))(p)
+
+    @staticmethod
+    def _single_step(minibatch_loss: Any) -> Any:
+        """The step of a one-replica group by plain reverse-mode autograd (`torch.autograd.grad`), with the
+        replica axis of the parameters, data and results kept: the same (grads, losses) as the vmapped
+        `grad_and_value`, up to float32 rounding, without torch.func's per-call cost (batch size 1 on digits:
+        ~2x the steps per second)."""
+        torch = import_torch()
+
+        def step(p: dict[str, Any], x: Any, y: Any, mask: Any) -> tuple[dict[str, Any], Any]:
+            leaves = {k: v[0].detach().requires_grad_(True) for k, v in p.items()}
+            loss = minibatch_loss(leaves, x[0], y[0], mask)
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+            return {k: g.unsqueeze(0) for k, g in zip(leaves, grads)}, loss.detach().unsqueeze(0)
+
+        return step
 
     def tensor(self, a: Any, dtype: Any = None) -> Any:
         """A writable copy on the device: JAX's and memory-mapped arrays are not writable."""
