@@ -69,7 +69,7 @@ def _compiled(kind: str, loss: FlatLoss) -> Callable:
         return jax.jit(_hvp(loss))
     if kind == "quadratic":
         hvp = _hvp(loss)
-        return jax.jit(lambda t, vs, x, y: jax.lax.map(lambda v: v @ hvp(t, v, x, y), vs))
+        return jax.jit(lambda t, v, x, y: v @ hvp(t, v, x, y))
     if kind == "value_and_grad":
         return jax.jit(jax.value_and_grad(loss))
     raise ValueError(kind)
@@ -261,9 +261,13 @@ class JaxProbes:
         return np.asarray(_compiled("hvp", self._loss)(theta, jnp.asarray(v, theta.dtype), x, y))
 
     def quadratic_forms(self, theta: jax.Array, vs: np.ndarray, x: jax.Array, y: jax.Array) -> np.ndarray:
-        """v^T H v for each row v of vs, in one compiled call."""
+        """v^T H v for each row v of vs: one compiled call per vector, dispatched asynchronously (a `lax.map` over
+        the vectors in one program ran each product ~5x slower on CPU: a convolutional net's 30 Hutchinson vectors
+        took 7.4 s against 1.4 s)."""
         assert self._loss is not None, "flat_params first"
-        return np.asarray(_compiled("quadratic", self._loss)(theta, jnp.asarray(vs, theta.dtype), x, y))
+        f = _compiled("quadratic", self._loss)
+        out = [f(theta, v, x, y) for v in jnp.asarray(vs, theta.dtype)]
+        return np.asarray(jnp.stack(out)) if out else np.zeros(0, np.float32)
 
     def epsilon_sharpness(self, params: Any, x: np.ndarray, y: np.ndarray, *, epsilon: float) -> float:
         return epsilon_sharpness(self.model, params, x, y, epsilon=epsilon, task=self.task).phi
