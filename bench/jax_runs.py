@@ -15,8 +15,8 @@ from batchlab.models.jax import make_model
 from batchlab.runner.driver import run_study
 from batchlab.spec import StudySpec
 from batchlab.store.db import Store
-from batchlab.train.contract import EpochRecord, Group
 from batchlab.train.backends import group_run
+from batchlab.train.contract import EpochRecord, Group
 from bench.results import Result
 
 CPU = jax.devices("cpu")[0]
