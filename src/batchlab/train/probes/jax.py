@@ -43,8 +43,30 @@ def _flat_objective(model: Model, params: Any, task: Task) -> tuple[jax.Array, F
     one function per (model, task, parameter shapes), so the probes' jitted functions compile once and serve
     every replica of a group."""
     theta, _ = ravel_pytree(params)
+    return theta, _objective(model, task, *_structure(params))
+
+
+def _structure(params: Any) -> tuple[Any, tuple]:
+    """(treedef, leaf shapes and dtypes): what the probes' compiled functions depend on, as a hashable key."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    return theta, _objective(model, task, treedef, tuple((np.shape(a), str(np.asarray(a).dtype)) for a in leaves))
+    return treedef, tuple((np.shape(a), str(np.asarray(a).dtype)) for a in leaves)
+
+
+@functools.lru_cache(maxsize=32)
+def _chunk_sums(model: Model, task: Task, treedef: Any, specs: tuple) -> Callable:
+    """Jitted (theta, x, y, mask) -> (sum_i |g_i|^2, sum_i g_i) over one chunk of examples: built once per (model,
+    task, parameter shapes), so every group of a study with the same model reuses its compiled program."""
+    template = jax.tree_util.tree_unflatten(treedef, [jnp.zeros(shape, dtype) for shape, dtype in specs])
+    _, unravel = ravel_pytree(template)
+
+    def example_loss(t, xi, yi):
+        return task.loss(model.apply(unravel(t), xi[None]), yi[None])[0]
+
+    def chunk_sums(t, xb, yb, mb):
+        g = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(t, xb, yb) * mb[:, None]
+        return jnp.sum(g ** 2), jnp.sum(g, 0)
+
+    return jax.jit(chunk_sums)
 
 
 @functools.lru_cache(maxsize=32)
@@ -204,7 +226,7 @@ class JaxProbes:
     def __init__(self, model: Model, task: Task = CLASSIFICATION):
         self.model, self.task = model, task
         self._loss: FlatLoss | None = None
-        self._sums: Callable | None = None
+        self._key: tuple[Any, tuple] | None = None
 
     def replica(self, stacked: Any, i: int) -> Any:
         """Replica i's parameters (the pytree), from the group's stacked parameters."""
@@ -213,7 +235,7 @@ class JaxProbes:
     def flat_params(self, params: Any) -> jax.Array:
         """theta: one replica's parameters flattened in layer order."""
         theta, self._loss = _flat_objective(self.model, params, self.task)
-        _, self._unravel = ravel_pytree(params)
+        self._key = _structure(params)
         return theta
 
     def data(self, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
@@ -222,17 +244,8 @@ class JaxProbes:
     def per_example_sums(self, theta: jax.Array, x: np.ndarray, y: np.ndarray, *, chunk: int) -> tuple[float, np.ndarray]:
         """(sum_i |g_i|^2, sum_i g_i) over the rows of (x, y), `chunk` examples at a time (the last chunk padded
         with copies of its first row, masked out)."""
-        if self._sums is None:
-            unravel, task, model = self._unravel, self.task, self.model
-
-            def example_loss(t, xi, yi):
-                return task.loss(model.apply(unravel(t), xi[None]), yi[None])[0]
-
-            def chunk_sums(t, xb, yb, mb):
-                g = jax.vmap(jax.grad(example_loss), in_axes=(None, 0, 0))(t, xb, yb) * mb[:, None]
-                return jnp.sum(g ** 2), jnp.sum(g, 0)
-
-            self._sums = jax.jit(chunk_sums)
+        assert self._key is not None, "flat_params first"
+        sums = _chunk_sums(self.model, self.task, *self._key)
         n = len(x)
         size = min(chunk, n)
         total_sq, total = 0.0, np.zeros(theta.size, np.float64)
@@ -244,7 +257,7 @@ class JaxProbes:
             if m < size:
                 xb = np.concatenate([xb, np.repeat(xb[:1], size - m, 0)])
                 yb = np.concatenate([yb, np.repeat(yb[:1], size - m, 0)])
-            sq, g = self._sums(theta, xb, yb, mask)
+            sq, g = sums(theta, xb, yb, mask)
             total_sq += float(sq)
             total += np.asarray(g, np.float64)
         return total_sq, total
