@@ -59,14 +59,14 @@ DIAGNOSE_EXAMPLES = """examples:
 
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset": ("dataset", ("digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a .csv, "
+    "--dataset": ("dataset", ("moons (default), digits, iris, wine, breast_cancer, circles, blobs, or a .csv, "
                               ".parquet (pip install 'batchlab[parquet]') or .npz path")),
     "--target": ("target", "data files: the target column (CSV, Parquet) or array (NPZ, default y)"),
     "--features": ("features", "feature columns to use, e.g. a,b,c (NPZ: column indices of X; default: all)"),
     "--task": ("task", ("classification, regression (squared error, R² in place of accuracy) or auto (default: "
                         "inferred from the target, and said)")),
-    "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 1000)"),
-    "--noise": ("noise", "synthetic datasets: noise level (default 0.2)"),
+    "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 2000)"),
+    "--noise": ("noise", "synthetic datasets: noise level (default 0.3)"),
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
     "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
     "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
