@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
     show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
+    show.add_argument("--json", action="store_true", help="print one JSON object instead (study, runs, "
+                      "steps_to_target, fit, findings, critical_batch_size; NaN as null)")
     show.add_argument("--target-metric", default="train_loss",
                       help="steps-to-target metric: train_loss (default), test_loss or test_error")
     show.add_argument("--target", default=None,
@@ -306,6 +308,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         target = math.nan
     if target is not None and not math.isfinite(target):
         raise BatchlabError(f"target: got {args.target!r}; allowed: a finite number")
+    if args.json:
+        import json
+
+        from batchlab.report.summary import study_document
+        from batchlab.study_data import StudyData
+
+        document = study_document(StudyData.load(Path(args.dir)), target_metric=args.target_metric, target=target)
+        print(json.dumps(document, indent=2, allow_nan=False))
+        return 0
     _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
     return 0
 

@@ -39,6 +39,12 @@ MAX_BUDGET = 10**12
 # far from converged: the lesson of the puzzle. It is also the rate at which `--dataset digits` trains stably:
 # there 0.05 and 0.1 blow up at batch size 1 (see README), so the default stays one flag away from digits.
 DEFAULT_LR = 0.03
+BLOWUP_FACTOR = 100.0
+"""A run whose end-of-epoch train loss exceeds this many times its epoch-0 (initial) train loss has blown up: it
+is recorded `diverged` from that epoch (`batchlab.train.contract.diverged_now`), like a run whose loss turned
+non-finite. Plain SGD on digits at lr 0.05, batch size 1, ends at train loss ~1e6 from 2.3 (a few enormous logits,
+98% train accuracy): finite, but no longer training, and no model a best-rate choice should pick. A run that
+trains does not fall that far behind its random initialisation."""
 DEFAULT_DATASET = "moons"
 """Two interleaved half-moons with Gaussian noise (scikit-learn's make_moons): at noise 0.3 the classes overlap,
 so no model fits every training example, per-example gradients never vanish and SGD's noise (the learning rate
