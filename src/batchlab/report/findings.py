@@ -46,10 +46,10 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
                  "evaluations, and the fit above takes the later one; evaluate every K updates "
                  "(--eval-every-steps K) to resolve them.")
     if a.fastest is not None and a.fastest.batch_size is not None:
-        row = next(r for r in a.fastest.table if r.batch_size == a.fastest.batch_size)
-        text += (f" Combining steps with the measured time per update ({row.time_per_update_s * 1e6:,.1f} µs at "
-                 f"B = {row.batch_size:,}) on this machine, the fastest batch size to the target in wall time is "
-                 f"{row.batch_size:,} ({row.wall_time_s:.3g} s).")
+        times = ", ".join(f"B = {r.batch_size:,}: {r.wall_time_s:.3g} s" for r in a.fastest.table
+                          if np.isfinite(r.wall_time_s))
+        text += (f" Time to target (the training clock, compile time excluded, at that evaluation): {times}; the "
+                 f"fastest batch size to the target on this machine is {a.fastest.batch_size:,}.")
     return text
 
 
