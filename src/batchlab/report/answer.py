@@ -229,7 +229,8 @@ def progress_sentence(small: Side, large: Side, task: str) -> str:
         state = (f"It had not converged: it was still falling, by {drop:.1%} over its last {n} epochs, so more "
                  "updates would have taken it further.")
     else:
-        state = f"It had levelled off: it changed by {-drop:+.1%} over its last {n} epochs"
+        change = "less than 0.1%" if abs(drop) < 0.001 else f"{-drop:+.1%}"
+        state = f"It had levelled off: it changed by {change} over its last {n} epochs"
         small_end = float(small.train_loss[-1])
         state += (f", at a loss {_x(end, small_end)} {small.short}'s final {_g(small_end)}: a plateau, not the "
                   "bottom." if end > TEST_RISE * small_end else ".")
@@ -358,11 +359,14 @@ def _upper(text: str) -> str:
 
 
 def _g(x: float) -> str:
-    """A number in at most 4 significant digits, never a 9-digit one: 0.2005, 1.35e+06."""
+    """A number in at most 4 significant digits, never a 9-digit one: 0.2005, 1.35e6, 2.1e-5."""
     x = float(x)
     if not np.isfinite(x):
         return str(x)
-    return f"{x:.3g}" if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-3) else f"{x:.4g}"
+    if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-3):
+        mantissa, exponent = f"{x:.3g}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{x:.4g}"
 
 
 def _s(seconds: float) -> str:
