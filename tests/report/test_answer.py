@@ -60,7 +60,9 @@ def words(data: StudyData) -> str:
 def test_the_puzzle_batch_size_1_noisy_and_slower():
     text = words(study(run(1, NOISY, NOISY + 0.02, time_s=2.0), run(100, SMOOTH, time_s=0.5)))
     first = text.split("Why:")[0]
-    assert "Batch size 1's curves are the noisy ones" in first and "the full batch's fell at every epoch" in first
+    assert "Batch size 1's curves are the noisy ones. After epoch 10, batch size 1's train loss went up on 52% of " \
+           "the epochs, jittering by 8.5% around its trend, and its test loss went up on 52% of the epochs, jittering " \
+           "by 7.9% around its trend; the full batch's train and test losses fell at every epoch." in first
     assert "Batch size 1 took longer: 2 s of training against 0.5 s" in first
     # time = updates x cost: 100x the updates (10,000 against 100), each 25x cheaper (200 µs against 5 ms)
     assert "It made 100x as many updates (10,000 against 100); each was cheaper (200.0 µs against 5.00 ms), but " \
@@ -90,7 +92,8 @@ def test_a_run_that_blew_up_is_named_with_its_numbers_and_left_out():
     text = words(study(run(1, blown, time_s=0.3, status="diverged", diverged_epoch=30), run(100, SMOOTH, time_s=0.5)))
     assert "One run blew up: batch size 1 at lr 0.1 (seed 0, epoch 30)." in text
     assert "1.35e6 from 2.3 at batch size 1, lr 0.1, epoch 30" in text and "diverged from that epoch" in text
-    assert "Only the full batch (B = N = 100) trained (of 1, 100; the others diverged)" in text
+    assert "Only the full batch (B = N = 100) trained without diverging (batch size 1 diverged), so there is no " \
+           "other batch size to compare it with." in text
     assert "1350000" not in text and "1,350,000" not in text
 
 
@@ -149,7 +152,8 @@ def test_overfitting_when_the_train_loss_keeps_falling():
 
 def test_one_batch_size():
     text = words(study(run(1, NOISY, time_s=2.0), run(1, NOISY + 0.01, time_s=2.0, seed=1)))
-    assert "Only batch size 1 trained, so there is no other batch size to compare it with." in text
+    assert "Only batch size 1 trained, so there is no other batch size to compare it with. After epoch 10, its " \
+           "train loss went up on 52% of the epochs" in text
     assert "took 2 s for 10,000 updates (200.0 µs each)" in text
 
 
@@ -170,10 +174,29 @@ def test_a_fitted_training_set_explains_a_smooth_batch_size_1_curve():
     sigma = np.full(EPOCHS + 1, np.nan)
     sigma[::10] = 40.0 * np.exp(-np.arange(0, EPOCHS + 1, 10) / 10)
     text = words(study(run(1, fitted, fitted + 0.1, time_s=2.0, trace_sigma=sigma), run(100, SMOOTH, time_s=0.5)))
-    assert "Neither per-epoch curve is noisy here" in text
+    assert "Neither run's per-epoch curves are noisy here. After epoch 10, batch size 1's train and test losses fell " \
+           "at every epoch; the full batch's train and test losses fell at every epoch." in text
     assert "tr(Sigma), the measured variance of per-example gradients, went from 40 at the start to 0.001816 at " \
            "epoch 100, so the random part of an update at batch size 1 was 0.004261 at the end (lr 0.1)" in text
     assert "It faded because batch size 1 fitted the training set (train loss 8.57e-6, from 2.3)" in text
+
+
+def test_a_steadily_rising_test_loss_is_smooth_not_noisy():
+    """Digits at batch size 1: the train loss falls at every epoch and the test loss rises at 96% of them, each
+    within 0.03% of its trend (this linear one: exactly on it): smooth curves, one of them rising (overfitting), not noise."""
+    train = 2.3 * np.exp(-np.arange(EPOCHS + 1) / 8)
+    test = 0.1 + 0.0007 * np.arange(EPOCHS + 1)
+    text = words(study(run(1, train, test, time_s=2.0), run(100, SMOOTH, time_s=0.5)))
+    assert "Neither run's per-epoch curves are noisy here. After epoch 10, batch size 1's train loss fell at every " \
+           "epoch, and its test loss rose steadily (up on 100% of the epochs, within 0.00% of its trend)" in text
+    assert curve_kind(epoch_curve_noise(test)) == "smooth"
+
+
+def test_numbers_are_compact():
+    from batchlab.report.answer import _g
+
+    assert [_g(x) for x in (1.35e6, 1175007600291453975134208.0, 0.000999, 0.00099996, 2.1e-5, 0.2005, 626.63, 1e5)] \
+        == ["1.35e6", "1.18e24", "9.99e-4", "1e-3", "2.1e-5", "0.2005", "626.6", "1e5"]
 
 
 def test_curve_kind_thresholds():

@@ -4,8 +4,8 @@ The rules (each a small function, each tested on constructed studies in tests/re
 
 - **Noisy or smooth** (:func:`curve_kind`): a per-epoch curve is *noisy* when, after epoch 10, it rises on at least
   NOISY_RISING of the epochs and jitters by at least NOISY_RESIDUAL in log-loss around a 5-epoch running median
-  (`batchlab.analysis.curves.epoch_curve_noise`); *smooth* when it rises on at most SMOOTH_RISING of them; else
-  *a little noisy*.
+  (`batchlab.analysis.curves.epoch_curve_noise`); *smooth* when it jitters by less than SMOOTH_RESIDUAL around
+  that trend (a smooth curve may rise steadily, as an overfitting test loss does); else *a little noisy*.
 - **Why** (:func:`why_noise`): SGD's noise is the learning rate times the spread of the per-example gradients. An
   update at batch size B moves by lr x (the mean gradient of B examples), whose random part has size
   lr x sqrt(tr(Sigma) / B) (Sigma: the covariance of per-example gradients, measured as `trace_sigma`; McCandlish et
@@ -41,8 +41,9 @@ NOISY_RISING = 0.25
 NOISY_RESIDUAL) is called noisy: the puzzle's batch size 1 curve rises on about half of them."""
 NOISY_RESIDUAL = 0.02
 """... and whose log-loss jitters by at least this much (2%) around its 5-epoch running median."""
-SMOOTH_RISING = 0.05
-"""A curve rising on at most this fraction of its epochs after epoch 10 is called smooth."""
+SMOOTH_RESIDUAL = 0.005
+"""A curve whose log-loss stays within this (0.5%) of its 5-epoch running median after epoch 10 is called smooth,
+whichever way its trend goes."""
 FITTED_FRACTION = 0.01
 """A run whose final train loss is below this fraction of its initial loss has fitted (interpolated) its training
 set: per-example gradients are then near 0, and SGD's noise with them."""
@@ -123,16 +124,31 @@ def curve_kind(noise: EpochCurveNoise) -> str:
         return "unmeasured"
     if noise.rising >= NOISY_RISING and noise.residual >= NOISY_RESIDUAL:
         return "noisy"
-    if noise.rising <= SMOOTH_RISING:
+    if noise.residual < SMOOTH_RESIDUAL:
         return "smooth"
     return "a little noisy"
 
 
+def _course(noise: EpochCurveNoise) -> str:
+    """How one per-epoch curve went after epoch 10, in words with its two numbers."""
+    if noise.rising == 0:
+        return "fell at every epoch"
+    if curve_kind(noise) == "smooth":
+        steady = "rose steadily" if noise.rising >= 0.5 else "fell steadily"
+        return f"{steady} (up on {noise.rising:.0%} of the epochs, within {_pct(noise.residual)} of its trend)"
+    return f"went up on {noise.rising:.0%} of the epochs, jittering by {_pct(noise.residual)} around its trend"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}" if x < 0.001 else f"{x:.1%}"
+
+
 def _rises(side: Side) -> str:
+    """'train and test losses fell at every epoch', or each curve's course: the subject is the side's losses."""
     tr, te = side.noise("train"), side.noise("test")
     if tr.rising == 0 and te.rising == 0:
-        return "fell at every epoch"
-    return f"went up on {tr.rising:.0%} and {te.rising:.0%} of the epochs"
+        return "train and test losses fell at every epoch"
+    return f"train loss {_course(tr)}, and its test loss {_course(te)}"
 
 
 def noise_sentence(small: Side, large: Side) -> str:
@@ -143,19 +159,18 @@ def noise_sentence(small: Side, large: Side) -> str:
                 "call a curve noisy or smooth.")
     kinds = {side.batch_size: {curve_kind(side.noise("train")), curve_kind(side.noise("test"))}
              for side in (small, large)}
-    after = f"after epoch {PUZZLE_FROM_EPOCH}"
+    after = f"After epoch {PUZZLE_FROM_EPOCH}"
     s_kind = "noisy" if kinds[small.batch_size] == {"noisy"} else \
         "smooth" if kinds[small.batch_size] == {"smooth"} else "partly noisy"
     l_kind = "noisy" if kinds[large.batch_size] == {"noisy"} else \
         "smooth" if kinds[large.batch_size] == {"smooth"} else "partly noisy"
     if s_kind == "noisy" and l_kind == "smooth":
-        return (f"{_upper(small.short)}'s curves are the noisy ones: its train and test losses {_rises(small)} "
-                f"{after}, while {large.short}'s {_rises(large)}.")
-    if s_kind == "smooth" and l_kind == "smooth":
-        return (f"Neither per-epoch curve is noisy here: {small.short}'s train and test losses {_rises(small)} "
-                f"{after}, and {large.short}'s {_rises(large)}.")
-    return (f"{_upper(small.short)}'s per-epoch curves are {s_kind} (train and test losses {_rises(small)} "
-            f"{after}) and {large.short}'s are {l_kind} (they {_rises(large)}).")
+        lead = f"{_upper(small.short)}'s curves are the noisy ones."
+    elif s_kind == "smooth" and l_kind == "smooth":
+        lead = "Neither run's per-epoch curves are noisy here."
+    else:
+        lead = f"{_upper(small.short)}'s per-epoch curves are {s_kind}, {large.short}'s {l_kind}."
+    return f"{lead} {after}, {small.short}'s {_rises(small)}; {large.short}'s {_rises(large)}."
 
 
 def fitted(side: Side) -> bool:
@@ -268,7 +283,8 @@ def status_sentences(all_runs: list[RunSummary]) -> list[str]:
     nan = [s for s in diverged if not s.blown_up]
     if blown:
         worst = max(blown, key=lambda s: s.final_train_loss / s.initial_train_loss)
-        out.append(f"{_count(blown)} blew up: {_which(blown)}. Its train loss passed {BLOWUP_FACTOR:g}x its initial "
+        whose = "Its train loss" if len(blown) == 1 else "The train loss of each"
+        out.append(f"{_count(blown)} blew up: {_which(blown)}. {whose} passed {BLOWUP_FACTOR:g}x its initial "
                    f"value (e.g. {_g(worst.final_train_loss)} from {_g(worst.initial_train_loss)} at batch size "
                    f"{worst.batch_size:,}, lr {worst.lr:g}, epoch {worst.diverged_epoch}), so it is counted as "
                    "diverged from that epoch and left out of the comparison and of the best-rate choice.")
@@ -297,11 +313,12 @@ def answer(runs: list[RunSummary], epochs: dict[str, dict[str, np.ndarray]], *, 
         return [" ".join(notes + ["No run trained without diverging, so there is nothing to compare."])]
     if len(compared) == 1:
         only = compared[0]
-        tried = sorted({s.batch_size for s in all_runs})
-        others = f" (of {', '.join(f'{b:,}' for b in tried)}; the others diverged)" if len(tried) > 1 else ""
+        lost = sorted({s.batch_size for s in all_runs} - {only.batch_size})
+        others = (f" without diverging (batch size{'s' if len(lost) > 1 else ''} {', '.join(f'{b:,}' for b in lost)} "
+                  "diverged)") if lost else ""
+        per = " per run" if only.shared else ""
         text = (f"Only {only.name} trained{others}, so there is no other batch size to compare it with. "
-                f"Its train and test losses {_rises(only)} after epoch {PUZZLE_FROM_EPOCH} and it took "
-                f"{_s(only.time_s)} for {only.updates:,.0f} updates ({_us(only.cost_per_update_s)} each).")
+                f"After epoch {PUZZLE_FROM_EPOCH}, its {_rises(only)}. It took {_s(only.time_s)}{per} for {only.updates:,.0f} updates ({_us(only.cost_per_update_s)} each).")
         return [" ".join(notes + [text])]
     small, large = compared[0], compared[-1]
     lr = float(np.mean([r.lr for r in small.runs]))
@@ -364,8 +381,8 @@ def _g(x: float) -> str:
     if not np.isfinite(x):
         return str(x)
     if abs(x) >= 1e5 or (x != 0 and abs(x) < 1e-3):
-        mantissa, exponent = f"{x:.3g}".split("e")
-        return f"{mantissa}e{int(exponent)}"
+        mantissa, exponent = f"{x:.2e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return f"{x:.4g}"
 
 
