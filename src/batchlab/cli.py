@@ -20,10 +20,11 @@ from typing import NoReturn
 from batchlab.errors import BatchlabError, BatchlabWarning, environment_error
 
 RUN_EXAMPLES = """examples:
-  batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
-  batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
+  batchlab run                                   Lena's experiments: noisy moons, MLP, batch sizes 1 and full, 100 epochs
+  batchlab run --dataset digits                  the same on digits (the MLP fits them: batch size 1 goes smooth)
+  batchlab run --dataset digits --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
-  batchlab run --model cnn --epochs 20            a small CNN on digits as 8x8 images
+  batchlab run --dataset digits --model cnn --epochs 20   a small CNN on digits as 8x8 images
   batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.models.factory)
   batchlab run --model my_net.py:Net             your PyTorch nn.Module class or factory (pip install 'batchlab[torch]')
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
