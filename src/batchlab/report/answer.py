@@ -203,8 +203,10 @@ def why_noise(small: Side, large: Side, lr: float) -> str:
                         "fits has no gradient left, so at the end the updates barely move and the per-epoch curve "
                         "goes smooth. The step-to-step jitter stays in the per-step losses.")
     else:
-        text += size + (f" It stays for the whole run because no model fits every example of this data "
-                        f"(train loss {_g(small.train_loss[-1])} at the end): the examples keep pulling apart.")
+        share = float(small.train_loss[-1] / small.train_loss[0]) if small.train_loss[0] > 0 else float("nan")
+        text += size + (f" It stays because {small.short} did not fit its training set (train loss "
+                        f"{_g(small.train_loss[-1])} at the end, {share:.0%} of its initial {_g(small.train_loss[0])}): "
+                        "its examples keep pulling in different directions, as on data with overlapping classes.")
     return text
 
 
