@@ -18,9 +18,10 @@ The rules (each a small function, each tested on constructed studies in tests/re
 - **Converged or not** (:func:`progress_sentence`): still falling by more than STILL_FALLING of its value over the
   last 10 epochs is *not converged*; otherwise *levelled off*, and, if it levelled off above a smaller batch's final
   loss, that is said too.
-- **Overfitting or instability** (:func:`test_rise_sentence`): a test loss that ends over TEST_RISE x its minimum is
-  *overfitting* when the train loss kept falling after that minimum, and *instability* when the train loss rose too
-  (it ended over TEST_RISE x its own minimum) or the run diverged.
+- **Overfitting or instability** (:func:`test_rise_sentence`, :func:`instability`): a test loss that ends over
+  TEST_RISE x its minimum is *instability* when the train loss rose too (it ended over TEST_RISE x its own minimum,
+  went above its initial value, or jumped UNSTABLE_JUMP-fold between epochs: Adam at too high a rate), and
+  *overfitting* when the train loss kept falling.
 - **Diverged, blown up, interrupted, one batch size** (:func:`status_sentences`): named with their numbers; a study
   in which no run trained to the end says so.
 """
@@ -51,6 +52,9 @@ STILL_FALLING = 0.01
 """A train loss that fell by more than 1% of its value over the last 10 epochs has not converged."""
 TEST_RISE = 1.1
 """A test loss that ends more than 10% above its minimum rose."""
+UNSTABLE_JUMP = 10.0
+"""A train loss that jumps by more than this factor from one epoch to the next, or rises above its initial
+(epoch-0) value after training started, is unstable (below BLOWUP_FACTOR x it, which makes a run diverged)."""
 TAIL_EPOCHS = 10
 FINISHED = ("completed", "diverged")
 """Statuses of runs that trained to their end (a diverged run's end is its divergence)."""
@@ -178,9 +182,10 @@ def fitted(side: Side) -> bool:
     return bool(side.train_loss[-1] < FITTED_FRACTION * side.train_loss[0])
 
 
-def why_noise(small: Side, large: Side, lr: float) -> str:
+def why_noise(small: Side, large: Side, lr: float, optimizer: str = "sgd") -> str:
     """Why the curves look as they do: SGD's noise lr x sqrt(tr(Sigma) / B), measured where tr(Sigma) was, and
-    whether it faded (the training set fitted) or stayed (examples no model fits)."""
+    whether it faded (the training set fitted) or stayed (not fitted). For Adam the size of a step does not follow
+    the gradient's (it is divided by a running estimate of it), which is said instead of the SGD formula."""
     examples = "one example" if small.batch_size == 1 else f"{small.batch_size:,} examples"
     text = (f"Why: each update of {small.short} follows the gradient of {examples}, and examples pull in different "
             "directions, so the model zig-zags;")
@@ -190,6 +195,10 @@ def why_noise(small: Side, large: Side, lr: float) -> str:
         text += f" {large.short} averages {large.batch_size:,} examples, which cancels most of the zig-zag."
     measured = np.flatnonzero(np.isfinite(small.trace_sigma))
     size = ""
+    if optimizer == "adam":
+        return text + (" With Adam the size of a step does not shrink with the gradient: each is divided by a "
+                       "running estimate of the gradient's own size, so steps stay about lr long even when the "
+                       "examples are fitted, and SGD's rule (noise = lr x the gradients' spread) does not apply.")
     if len(measured) >= 2:
         first, last = small.trace_sigma[measured[0]], small.trace_sigma[measured[-1]]
         step = lr * np.sqrt(last / small.batch_size)
@@ -197,11 +206,15 @@ def why_noise(small: Side, large: Side, lr: float) -> str:
                 f"lr x sqrt(tr(Sigma) / B): tr(Sigma), the measured variance of per-example gradients, went from "
                 f"{_g(first)} at the start to {_g(last)} at epoch {measured[-1]}, so the random part of an update at "
                 f"{small.short} was {_g(step)} at the end (lr {lr:g}).")
+    if optimizer == "momentum":
+        size += " (That is plain SGD's rule; heavy-ball momentum multiplies the step by about 1 / (1 - momentum).)"
     if fitted(small):
+        smooth = curve_kind(small.noise("train")) == "smooth"
         text += size + (f" It faded because {small.short} fitted the training set (train loss "
                         f"{_g(small.train_loss[-1])}, from {_g(small.train_loss[0])}): an example the model already "
-                        "fits has no gradient left, so at the end the updates barely move and the per-epoch curve "
-                        "goes smooth. The step-to-step jitter stays in the per-step losses.")
+                        "fits has no gradient left, so at the end the updates barely move"
+                        + (" and the per-epoch curve goes smooth. The step-to-step jitter stays in the per-step "
+                           "losses." if smooth else "."))
     else:
         share = float(small.train_loss[-1] / small.train_loss[0]) if small.train_loss[0] > 0 else float("nan")
         text += size + (f" It stays because {small.short} did not fit its training set (train loss "
@@ -258,6 +271,21 @@ def progress_sentence(small: Side, large: Side, task: str) -> str:
             f"{metric_text(small.mean('final_test_acc'), task)}).")
 
 
+def instability(side: Side) -> str:
+    """'' for a stable train loss, else what made it unstable (UNSTABLE_JUMP), with its numbers."""
+    train = np.asarray(side.train_loss, float)
+    if len(train) < 3:
+        return ""
+    peak = int(np.argmax(train[1:])) + 1
+    if train[peak] > train[0]:
+        return f"rose above its starting value ({_g(train[0])}) to {_g(train[peak])} at epoch {peak}"
+    jumps = train[2:] / np.maximum(train[1:-1], np.finfo(float).tiny)
+    worst = int(np.argmax(jumps))
+    if jumps[worst] > UNSTABLE_JUMP:
+        return f"jumped {_x(jumps[worst], 1.0)} from epoch {worst + 1} to {worst + 2}"
+    return ""
+
+
 def test_rise_sentence(side: Side) -> str:
     """Overfitting (train loss kept falling after the test minimum) or instability (train loss rose too); '' when
     the test loss did not rise (ended within TEST_RISE of its minimum)."""
@@ -270,6 +298,10 @@ def test_rise_sentence(side: Side) -> str:
     if train[-1] > TEST_RISE * train_min:
         return (f"{rose}, and its train loss rose too (from {_g(train_min)} at its lowest to {_g(train[-1])}): the "
                 "training is unstable at this learning rate, not overfitting.")
+    unstable = instability(side)
+    if unstable:
+        return (f"{rose}, and its train loss {unstable}: the training is unstable at this learning rate, not "
+                "overfitting.")
     if best == 0:
         return (f"{rose}: while its train loss fell (to {_g(train[-1])}), the test loss never improved on the "
                 "untrained model, so it fitted the training set without learning what carries over.")
@@ -305,7 +337,7 @@ def status_sentences(all_runs: list[RunSummary]) -> list[str]:
 
 
 def answer(runs: list[RunSummary], epochs: dict[str, dict[str, np.ndarray]], *, all_runs: list[RunSummary],
-           n_train: int, device: str, task: str = "classification") -> list[str]:
+           n_train: int, device: str, task: str = "classification", optimizer: str = "sgd") -> list[str]:
     """The answer's paragraphs: the puzzle in plain words (which curve is noisy, which took longer, why), then
     what the updates achieved. `runs` are the compared runs (each batch size at its best rate); `all_runs` every
     run, for the status sentences."""
@@ -327,8 +359,15 @@ def answer(runs: list[RunSummary], epochs: dict[str, dict[str, np.ndarray]], *, 
     seeds = f" (means over {len(small.runs)} seeds)" if len(small.runs) > 1 else ""
     first = " ".join([noise_sentence(small, large) + seeds, time_sentence(small, large, device)])
     paragraphs = [" ".join(notes), first] if notes else [first]
-    paragraphs.append(why_noise(small, large, lr))
-    rest = [progress_sentence(small, large, task)] + [t for t in (test_rise_sentence(s) for s in (small, large)) if t]
+    paragraphs.append(why_noise(small, large, lr, optimizer))
+    rest = [progress_sentence(small, large, task)]
+    for side in (small, large):
+        rise, unstable = test_rise_sentence(side), instability(side)
+        if rise:
+            rest.append(rise)
+        elif unstable:
+            rest.append(f"{_upper(side.short)}'s train loss {unstable}: the training is unstable at this learning "
+                        "rate.")
     paragraphs.append(" ".join(rest))
     if len(compared) > 2:
         paragraphs.append("All batch sizes" + (" (time per run: a group's runs train together and share its "

@@ -21,7 +21,8 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
     a = data.analysis(target_metric=target_metric, target=target)
     best_runs = data.best_runs()
     paragraphs = answer(best_runs, data.epochs, all_runs=data.summaries, n_train=data.n_train,
-                        device=data.meta.get("device", "cpu"), task=data.task)
+                        device=data.meta.get("device", "cpu"), task=data.task,
+                        optimizer=data.meta.get("spec", {}).get("optimizer", "sgd"))
     if len({s.lr for s in data.summaries}) > 1:
         best = sorted({(s.batch_size, s.lr) for s in best_runs})
         paragraphs.insert(0, "Each batch size is compared at its own best learning rate (lowest mean final test "
