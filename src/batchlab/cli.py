@@ -20,10 +20,11 @@ from typing import NoReturn
 from batchlab.errors import BatchlabError, BatchlabWarning, environment_error
 
 RUN_EXAMPLES = """examples:
-  batchlab run                                   Lena's experiments: digits, MLP, batch sizes 1 and full, 100 epochs
-  batchlab run --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
+  batchlab run                                   Lena's experiments: noisy moons, MLP, batch sizes 1 and full, 100 epochs
+  batchlab run --dataset digits                  the same on digits (the MLP fits them: batch size 1 goes smooth)
+  batchlab run --dataset digits --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
-  batchlab run --model cnn --epochs 20            a small CNN on digits as 8x8 images
+  batchlab run --dataset digits --model cnn --epochs 20   a small CNN on digits as 8x8 images
   batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.models.factory)
   batchlab run --model my_net.py:Net             your PyTorch nn.Module class or factory (pip install 'batchlab[torch]')
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
@@ -59,14 +60,14 @@ DIAGNOSE_EXAMPLES = """examples:
 
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset": ("dataset", ("digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a .csv, "
+    "--dataset": ("dataset", ("moons (default), digits, iris, wine, breast_cancer, circles, blobs, or a .csv, "
                               ".parquet (pip install 'batchlab[parquet]') or .npz path")),
     "--target": ("target", "data files: the target column (CSV, Parquet) or array (NPZ, default y)"),
     "--features": ("features", "feature columns to use, e.g. a,b,c (NPZ: column indices of X; default: all)"),
     "--task": ("task", ("classification, regression (squared error, R² in place of accuracy) or auto (default: "
                         "inferred from the target, and said)")),
-    "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 1000)"),
-    "--noise": ("noise", "synthetic datasets: noise level (default 0.2)"),
+    "--n-samples": ("n_samples", "synthetic datasets: number of examples (default 2000)"),
+    "--noise": ("noise", "synthetic datasets: noise level (default 0.3)"),
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
     "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
     "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
     show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
+    show.add_argument("--json", action="store_true", help="print one JSON object instead (study, runs, "
+                      "steps_to_target, fit, findings, critical_batch_size; NaN as null)")
     show.add_argument("--target-metric", default="train_loss",
                       help="steps-to-target metric: train_loss (default), test_loss or test_error")
     show.add_argument("--target", default=None,
@@ -306,6 +309,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         target = math.nan
     if target is not None and not math.isfinite(target):
         raise BatchlabError(f"target: got {args.target!r}; allowed: a finite number")
+    if args.json:
+        import json
+
+        from batchlab.report.summary import study_document
+        from batchlab.study_data import StudyData
+
+        document = study_document(StudyData.load(Path(args.dir)), target_metric=args.target_metric, target=target)
+        print(json.dumps(document, indent=2, allow_nan=False))
+        return 0
     _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
     return 0
 

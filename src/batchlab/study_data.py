@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from batchlab.analysis.runs import RunSummary, summarize_run
+from batchlab.analysis.runs import RunSummary, group_sizes, summarize_run
 from batchlab.analysis.study import StudyAnalysis, analyze
 from batchlab.analysis.sweeps import Cell, aggregate, best_lr_per_batch_size
 from batchlab.store.db import Store
@@ -42,7 +42,10 @@ class StudyData:
     def load(cls, directory: str | Path) -> Self:
         store = Store.open(directory)
         try:
-            runs = [r for r in store.runs() if r["epochs_done"] > 0 or r["status"] != "pending"]
+            every = store.runs()
+            sizes = group_sizes(every)
+            runs = [{**r, "group_replicas": sizes[r["run_id"]]} for r in every
+                    if r["epochs_done"] > 0 or r["status"] != "pending"]
             epochs = {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
             steps = {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}
             runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from batchlab.analysis.curves import (
+    epoch_curve_noise,
     fraction_rising,
     mean_abs_first_difference,
     noise_ratio_vs_sqrt_prediction,
@@ -104,3 +105,16 @@ def test_noise_ratio_prediction():
     assert noise_ratio_vs_sqrt_prediction(0.4, 4, 0.1, 100, n_train=100).predicted == np.inf
     with pytest.raises(BatchlabError):
         noise_ratio_vs_sqrt_prediction(0.1, 64, 0.4, 4)
+
+
+def test_epoch_curve_noise_hand_worked():
+    """Issue 10: the puzzle's plot in two numbers, read after epoch 10. Epochs 0-9 are ignored (a rise there is
+    not counted); then 1, 2, 1, 2, 1 rises at 2 of 4 steps. Its 3-epoch running median is 1, 1, 2, 1, 1 (the
+    window shrinks to 1 at the ends), so the log-residuals are 0, ln 2, -ln 2, ln 2, 0."""
+    loss = np.array([5.0, 9, 4, 3, 3, 3, 3, 3, 3, 3, 1, 2, 1, 2, 1])
+    noise = epoch_curve_noise(loss, start=10, window=3)
+    assert noise.rising == pytest.approx(0.5)
+    assert noise.residual == pytest.approx(np.std(np.log(2) * np.array([0, 1, -1, 1, 0])))
+    falling = np.exp(-0.05 * np.arange(101))  # gradient descent's smooth decay
+    assert epoch_curve_noise(falling) == (0.0, pytest.approx(0.0, abs=1e-12))
+    assert np.isnan(epoch_curve_noise(np.ones(5)).rising)

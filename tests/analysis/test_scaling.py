@@ -13,6 +13,7 @@ from batchlab.analysis.scaling import (
     Trial,
     fastest_batch_size,
     fit_critical_batch,
+    measured_time_to_target,
     scaling_regime,
     steps_to_target,
 )
@@ -151,3 +152,18 @@ def test_a_target_reached_at_initialization_has_exact_resolution():
     st = StepsToTarget(batch_size=8, steps=0, examples=0, wall_time_s=0.0, lr=0.1, seed=0, n_trials=1, n_diverged=0,
                        previous_evaluation=0)
     assert st.resolution == 0.0
+
+
+def test_measured_time_to_target_is_the_clock_at_the_reaching_evaluation():
+    """Issue 10: one time to target everywhere, the winning trial's training clock at the evaluation that reached
+    the target (not steps x a time per update measured over the whole run, which counts the evaluations)."""
+    reached = steps_to_target([trial(1, 0.1, 0, [1.0, 0.6, 0.4], seconds_per_step=0.002),
+                               trial(10, 0.1, 0, [1.0, 0.45, 0.3], every=2, seconds_per_step=0.5),
+                               trial(100, 0.1, 0, [1.0, 0.9, 0.8])], 0.5)
+    fastest = measured_time_to_target(reached)
+    rows = {r.batch_size: r for r in fastest.table}
+    assert rows[1].wall_time_s == pytest.approx(0.04) and rows[1].steps == 20  # 20 steps x 0.002 s on its clock
+    assert rows[10].wall_time_s == pytest.approx(1.0) and rows[10].time_per_update_s == pytest.approx(0.5)
+    assert rows[100].wall_time_s == np.inf and np.isnan(rows[100].steps)
+    assert fastest.batch_size == 1
+    assert measured_time_to_target({100: reached[100]}).batch_size is None

@@ -22,7 +22,7 @@ def test_every_builtin_dataset_loads_offline_and_is_split(name):
 
 
 def test_digits_default_split_sizes():
-    d = load_dataset(StudySpec())
+    d = load_dataset(StudySpec(dataset="digits"))
     assert (d.n_train, len(d.y_test), d.n_features, d.n_classes) == (1437, 360, 64, 10)
 
 

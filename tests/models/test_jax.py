@@ -125,13 +125,13 @@ def test_memory_estimate_is_unchanged_for_the_mlp_and_counts_the_cnns_parameters
 
 
 def test_load_model_uses_the_datasets_image_shape_for_the_cnn():
-    spec = build_spec({"model": "cnn"})
+    spec = build_spec({"dataset": "digits", "model": "cnn"})
     model = load_model(spec, load_dataset(spec))
     assert repr(model) == "Model('cnn', 8x8x1 -> conv3x3x8 -> conv3x3x16/2 -> 10, activation='relu')"
 
 
 def test_cnn_trains_on_digits_and_beats_chance(tmp_path):
-    spec = build_spec({"model": "cnn", "batch_sizes": "32,full", "epochs": 4, "lr": 0.05, "gns": "off",
+    spec = build_spec({"dataset": "digits", "model": "cnn", "batch_sizes": "32,full", "epochs": 4, "lr": 0.05, "gns": "off",
                        "sharpness": False, "device": "cpu"})
     run_study(spec, tmp_path / "cnn")
     store = Store.open(tmp_path / "cnn")

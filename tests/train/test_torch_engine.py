@@ -216,7 +216,7 @@ def test_a_plain_pytorch_factory_or_class_runs_without_a_prefix(name, tmp_path):
     """Issue 9: `def make(): return Net()` and `class Net(nn.Module)`, named as `mynet.py:make` / `mynet.py:Net`
     from the directory holding the file, are recognised as PyTorch and run a two-batch-size study on digits."""
     out = tmp_path / "study"
-    p = subprocess.run([sys.executable, "-m", "batchlab.cli", "run", "--model", f"mynet.py:{name}",
+    p = subprocess.run([sys.executable, "-m", "batchlab.cli", "run", "--dataset", "digits", "--model", f"mynet.py:{name}",
                         "--batch-sizes", "32,full", "--epochs", "2", "--no-figures", "--out", str(out)], check=False,
                        cwd=REPO / "tests" / "fixtures", capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

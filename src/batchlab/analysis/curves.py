@@ -13,8 +13,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from batchlab.analysis.noise import resolvable_log_loss, running_median
+from batchlab.analysis.noise import residual_std_log, resolvable_log_loss, running_median
 from batchlab.errors import invalid
+
+PUZZLE_FROM_EPOCH = 10
+"""The per-epoch noise that the puzzle's plot shows is read after this epoch: the first epochs fall steeply at
+every batch size, and a rise there would say little."""
+PUZZLE_WINDOW = 5
+"""Running-median window (epochs) of :func:`epoch_curve_noise`'s residual."""
 
 
 def mean_abs_first_difference(loss: np.ndarray) -> float:
@@ -33,6 +39,26 @@ def fraction_rising(loss: np.ndarray) -> float:
     loss = np.asarray(loss, float)
     loss = loss[np.isfinite(loss)]
     return float(np.mean(np.diff(loss) > 0)) if len(loss) >= 2 else float("nan")
+
+
+class EpochCurveNoise(NamedTuple):
+    """How noisy a per-epoch loss curve looks: the two numbers issue 10 states the puzzle's plot by."""
+
+    rising: float
+    """Fraction of the epochs after `start` at which the loss rose over the epoch before (:func:`fraction_rising`
+    of L_start, ..., L_T). A steadily falling curve gives 0; noise around a slowly falling trend gives about 0.5."""
+    residual: float
+    """std of log L_t around its centred running median (:func:`batchlab.analysis.noise.residual_std_log`) over
+    the same epochs: how far, in log units, the curve jitters about its own trend (0.05: about 5%)."""
+
+
+def epoch_curve_noise(loss: np.ndarray, *, start: int = PUZZLE_FROM_EPOCH, window: int = PUZZLE_WINDOW) -> EpochCurveNoise:
+    """(fraction of epochs after `start` where the loss rises, residual std of log-loss around a `window`-epoch
+    running median there) for a per-epoch curve whose first value is epoch 0. The puzzle's batch size 1 curve is
+    noisy by both (issue 10 asks for rising >= 0.25 and residual >= 0.02); a full batch's gradient-descent curve
+    falls at every epoch (rising 0, residual near 0). NaN for curves too short to have epochs after `start`."""
+    tail = np.asarray(loss, float)[start:]
+    return EpochCurveNoise(fraction_rising(tail), residual_std_log(tail, window))
 
 
 def residual_lag1_autocorrelation(loss: np.ndarray, window: int) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from batchlab.analysis.noise import UNRESOLVED_LOSS, residual_std_log, unresolved_fraction
+from batchlab.spec import BLOWUP_FACTOR
 
 EPOCH_NOISE_WINDOW = 7
 """Running-median window (epochs) for the noise of per-epoch curves. A window of 4m+3 (not 4m+1) is used so that
@@ -51,10 +52,26 @@ class RunSummary:
     `step_noise` leaves out; NaN without step losses."""
     n_zero_steps: int = 0
     """Number of those steps."""
+    group_replicas: int = 1
+    """Runs trained together with this one in one vmapped program (its group: one batch size, every seed and
+    rate of it). They share one clock, so `wall_time_s` is the group's training time, not this run's alone."""
 
     @property
     def time_per_update_s(self) -> float:
+        """The group's training time per update (a group's replicas update together)."""
         return self.wall_time_s / self.total_updates if self.total_updates else float("nan")
+
+    @property
+    def time_per_replica_s(self) -> float:
+        """The group's training time divided by its replicas: the share of one run, for comparing groups of
+        different sizes (an apportioned share, not a clock of its own)."""
+        return self.wall_time_s / self.group_replicas
+
+    @property
+    def blown_up(self) -> bool:
+        """Diverged by the blow-up rule (a finite train loss above BLOWUP_FACTOR x its initial value), not by a
+        non-finite loss: the epoch that tripped the rule is the last recorded, and earlier ones stayed below it."""
+        return self.status == "diverged" and bool(self.final_train_loss > BLOWUP_FACTOR * self.initial_train_loss)
 
     def __repr__(self) -> str:
         return (f"RunSummary({self.run_id!r}, batch_size={self.batch_size}, status={self.status!r}, "
@@ -63,7 +80,8 @@ class RunSummary:
 
 
 def summarize_run(run: dict[str, Any], epochs: dict[str, np.ndarray], step_losses: np.ndarray) -> RunSummary:
-    """Build a RunSummary from a run's row, its per-epoch arrays and its per-step losses."""
+    """Build a RunSummary from a run's row, its per-epoch arrays and its per-step losses. The row's optional
+    `group_replicas` (default 1) is how many runs shared its group's clock (see :func:`group_sizes`)."""
     test_loss = epochs["test_loss"]
     finite = np.isfinite(test_loss)
     best = int(np.argmin(np.where(finite, test_loss, np.inf))) if finite.any() else 0
@@ -82,6 +100,7 @@ def summarize_run(run: dict[str, Any], epochs: dict[str, np.ndarray], step_losse
         step_noise=residual_std_log(step_losses, STEP_NOISE_WINDOW),
         step_zero_fraction=unresolved_fraction(step_losses),
         n_zero_steps=int(np.sum(np.asarray(step_losses, float) < UNRESOLVED_LOSS)),
+        group_replicas=int(run.get("group_replicas", 1)),
     )
 
 
@@ -94,3 +113,11 @@ def first_epoch_reaching(curve: np.ndarray, target: float) -> int | None:
 def _last_finite_index(x: np.ndarray) -> int:
     idx = np.flatnonzero(np.isfinite(x))
     return int(idx[-1]) if len(idx) else 0
+
+
+def group_sizes(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """run_id -> the number of runs of the same `group_id` (store rows): the replicas that shared its clock."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("group_id", r["run_id"])] = counts.get(r.get("group_id", r["run_id"]), 0) + 1
+    return {r["run_id"]: counts[r.get("group_id", r["run_id"])] for r in runs}

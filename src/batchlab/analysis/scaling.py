@@ -315,3 +315,21 @@ def fastest_batch_size(steps_to_target_by_b: Mapping[int, StepsToTarget | float 
     finite = [r for r in rows if np.isfinite(r.wall_time_s)]
     best = min(finite, key=lambda r: (r.wall_time_s, r.batch_size)).batch_size if finite else None
     return FastestBatchSize(best, tuple(rows))
+
+
+def measured_time_to_target(reached: Mapping[int, StepsToTarget]) -> FastestBatchSize:
+    """Time to target as measured: per batch size, the training clock (compile time excluded) of its fastest
+    trial at the first evaluation at or below the target (`StepsToTarget.wall_time_s`), and the batch size with
+    the least of it (ties to the smaller; None when none reached the target). This is the one "time to target"
+    the text, the report's table and `show --json` quote; `time_per_update_s` in its rows is that time over the
+    steps (NaN at 0 steps). :func:`fastest_batch_size` is the prediction S(B) x t_update(B) from other timings."""
+    rows = []
+    for b in sorted(reached):
+        st = reached[b]
+        steps = float("nan") if st.steps is None else float(st.steps)
+        wall = float(st.wall_time_s) if st.feasible and np.isfinite(st.wall_time_s) else float("inf")
+        per_update = wall / steps if np.isfinite(wall) and steps > 0 else float("nan")
+        rows.append(WallTimeToTarget(int(b), steps, per_update, wall))
+    finite = [r for r in rows if np.isfinite(r.wall_time_s)]
+    best = min(finite, key=lambda r: (r.wall_time_s, r.batch_size)).batch_size if finite else None
+    return FastestBatchSize(best, tuple(rows))

@@ -26,8 +26,8 @@ from batchlab.analysis.scaling import (
     FitWarning,
     StepsToTarget,
     Trial,
-    fastest_batch_size,
     fit_critical_batch,
+    measured_time_to_target,
     scaling_regime,
     steps_to_target,
     within_budget,
@@ -52,6 +52,7 @@ class StudyAnalysis:
     regimes: dict[int, str]
     time_per_update_s: dict[int, float]
     fastest: FastestBatchSize | None
+    """Measured time to target per batch size and the least (`batchlab.analysis.scaling.measured_time_to_target`)."""
     b_simple_initial: float
     """Seed-mean B_simple at initialization (identical for every batch size of a seed)."""
     b_simple_final: dict[int, float]
@@ -132,8 +133,7 @@ def analyze(summaries: list[RunSummary], epochs: Mapping[str, Mapping[str, np.nd
         runs = [s for s in summaries if s.batch_size == b and s.total_updates > 0]
         if runs:
             time_per_update[b] = float(np.mean([s.time_per_update_s for s in runs]))
-    feasible = {b: st for b, st in reached.items() if st.feasible and b in time_per_update}
-    fastest = fastest_batch_size(feasible, time_per_update) if feasible else None
+    fastest = measured_time_to_target(reached) if any(st.feasible for st in reached.values()) else None
     ok = [s for s in (summaries if compared is None else compared) if s.status != "diverged"]
     curves = {s.run_id: epochs[s.run_id] for s in ok}
     matched_target = matched_train_loss_target(curves) if curves else float("nan")

@@ -1,16 +1,18 @@
-"""The written explanation of a study: the puzzle answered (:func:`batchlab.report.text.explain`), then the
-paragraphs on noise, scaling, the noise scale and generalization (:mod:`batchlab.report.findings`), every claim
-from a measured number."""
+"""The written explanation of a study: first the puzzle answered in plain words (:mod:`batchlab.report.answer`:
+which curve is noisy and why, which run took longer and why, what the updates achieved, what diverged), then the
+paragraphs with the terms of the field, each explained where it first appears (:mod:`batchlab.report.findings`:
+steps to target, the noise scale, step noise against the sampling prediction, generalization). Every statement
+comes from a measured number by a rule stated in those modules."""
 
 from __future__ import annotations
 
+from batchlab.report.answer import answer
 from batchlab.report.findings import (
     generalization_paragraph,
     noise_ratio_paragraph,
     noise_scale_paragraph,
     scaling_paragraph,
 )
-from batchlab.report.text import explain
 from batchlab.study_data import StudyData
 
 
@@ -18,11 +20,14 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
     """The whole explanation, paragraphs separated by blank lines."""
     a = data.analysis(target_metric=target_metric, target=target)
     best_runs = data.best_runs()
-    findings = [p for p in (noise_ratio_paragraph(best_runs, n_train=data.n_train), scaling_paragraph(a),
-                            noise_scale_paragraph(a), generalization_paragraph(a, best_runs, task=data.task)) if p]
-    text = explain(best_runs, data.epochs, n_train=data.n_train, device=data.meta["device"], task=data.task)
+    paragraphs = answer(best_runs, data.epochs, all_runs=data.summaries, n_train=data.n_train,
+                        device=data.meta.get("device", "cpu"), task=data.task,
+                        optimizer=data.meta.get("spec", {}).get("optimizer", "sgd"))
     if len({s.lr for s in data.summaries}) > 1:
         best = sorted({(s.batch_size, s.lr) for s in best_runs})
-        text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
-                + ", ".join(f"{lr:g} at batch size {b}" for b, lr in best) + ".\n\n" + text)
-    return "\n\n".join([text, *findings])
+        paragraphs.insert(0, "Each batch size is compared at its own best learning rate (lowest mean final test "
+                          "loss, preferring rates at which no run diverged): "
+                          + ", ".join(f"{lr:g} at batch size {b:,}" for b, lr in best) + ".")
+    findings = [scaling_paragraph(a), noise_scale_paragraph(a), noise_ratio_paragraph(best_runs, n_train=data.n_train),
+                generalization_paragraph(a, best_runs, task=data.task)]
+    return "\n\n".join(p for p in paragraphs + findings if p)

@@ -46,10 +46,10 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
                  "evaluations, and the fit above takes the later one; evaluate every K updates "
                  "(--eval-every-steps K) to resolve them.")
     if a.fastest is not None and a.fastest.batch_size is not None:
-        row = next(r for r in a.fastest.table if r.batch_size == a.fastest.batch_size)
-        text += (f" Combining steps with the measured time per update ({row.time_per_update_s * 1e6:,.1f} µs at "
-                 f"B = {row.batch_size:,}) on this machine, the fastest batch size to the target in wall time is "
-                 f"{row.batch_size:,} ({row.wall_time_s:.3g} s).")
+        times = ", ".join(f"B = {r.batch_size:,}: {r.wall_time_s:.3g} s" for r in a.fastest.table
+                          if np.isfinite(r.wall_time_s))
+        text += (f" Time to target (the training clock, compile time excluded, at that evaluation): {times}; the "
+                 f"fastest batch size to the target on this machine is {a.fastest.batch_size:,}.")
     return text
 
 
@@ -80,9 +80,8 @@ def noise_scale_paragraph(a: StudyAnalysis) -> str:
     if a.fit is not None:
         text += (f" Beside it, the measured critical batch size is B_crit = {a.fit.b_crit:,.1f} "
                  f"[{a.fit.b_crit_low:,.1f}, {a.fit.b_crit_high:,.1f}].")
-    text += (" B_simple assumes a Hessian proportional to the identity and is a proxy: measured critical batch "
-             "sizes often disagree with it (McCandlish et al. 2018; Merrill et al. 2025), so read it as an order "
-             "of magnitude, not a prediction.")
+    text += (" It is a proxy (it assumes a Hessian proportional to the identity; measured critical batch sizes "
+             "often disagree with it, Merrill et al. 2025): an order of magnitude, not a prediction.")
     return text
 
 
@@ -121,11 +120,9 @@ def generalization_paragraph(a: StudyAnalysis, runs: list[RunSummary], *, task: 
                         + (f", epsilon-sharpness {np.mean([x['eps_sharpness'] for x in m]):.3g}"
                            if all('eps_sharpness' in x for x in m) else ""))
     if curv:
-        parts.append("Sharpness at the end of training: " + "; ".join(curv) + ". Caveat: sharpness depends on the "
-                     "parametrization (Dinh et al. 2017) and these runs ended at different losses, so it is a "
-                     "correlate of the batch size's effect, not its cause (Keskar et al. 2017 report sharper minima "
-                     "for large batches; Shallue et al. 2018 find no generalization loss once metaparameters are "
-                     "tuned per batch size).")
+        parts.append("Sharpness at the end of training: " + "; ".join(curv) + ". Sharpness depends on the parametrization "
+                     "(Dinh et al. 2017) and these runs ended at different losses: a correlate of the batch size, "
+                     "not a cause.")
     return " ".join(parts)
 
 

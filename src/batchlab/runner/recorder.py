@@ -36,13 +36,25 @@ class Recorder:
         saved = self.store.checkpoint(g.group_id)
         recorded = self.store.last_epoch(g.group_id)
         self.last_epoch[g.group_id] = max(-1 if recorded is None else recorded, -1 if saved is None else saved.epoch)
-        resume = None if saved is None else Checkpoint(saved.epoch, saved.wall_time_s, saved.leaves, saved.active)
+        resume = None if saved is None else Checkpoint(saved.epoch, saved.wall_time_s, saved.leaves, saved.active,
+                                                       self._initial_train_loss(g))
         p = g.point
         group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
                       warmup_epochs=p.warmup_epochs)
         return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoint_every_s)
+
+    def _initial_train_loss(self, g: PlannedGroup) -> np.ndarray | None:
+        """The group's epoch-0 train losses as recorded (the blow-up rule's reference after a resume), or None
+        when a run has no epoch 0 in the store."""
+        losses = []
+        for r in g.runs:
+            e = self.store.epochs(r.run_id)
+            if not len(e["epoch"]) or e["epoch"][0] != 0:
+                return None
+            losses.append(float(e["train_loss"][0]))
+        return np.array(losses)
 
     def handle(self, message: Message) -> None:
         if isinstance(message, EpochDone):

@@ -3,8 +3,11 @@
 Every tabular view of a study is built here, so they all agree: the CSV and Parquet exports, and the pandas and
 polars DataFrames of :class:`batchlab.results.StudyResults`.
 
-- runs: one row per run (``RUN_FIELDS``, then ``CURVATURE_FIELDS``); ``versions`` and ``config`` are JSON strings
-  (keys sorted); ``wall_time_s`` is training time without compilation; the curvature at the end of training
+- runs: one row per run (``RUN_FIELDS``, then ``CURVATURE_FIELDS``, then ``SUMMARY_FIELDS``: the run keys of
+  ``batchlab show --json``, from the same per-run summary); ``versions`` and ``config`` are JSON strings
+  (keys sorted); ``wall_time_s`` (= ``train_time_s``) is training time without compilation, the clock of the
+  run's group, shared by its ``group_replicas`` replicas (``train_time_per_replica_s`` is its share);
+  ``parent_run_id`` and ``branch_epoch`` are missing for runs that are not branches; the curvature at the end of training
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from batchlab._optional import import_extra
+from batchlab.analysis.runs import group_sizes, summarize_run
 from batchlab.errors import invalid
 from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
 
@@ -43,7 +47,16 @@ CURVATURE_FIELDS = {"hessian_top_eigenvalue": "top_eigenvalue", "hessian_trace":
                     "hessian_iterations": "top_eigenvalue_iterations"}
 """Runs-table column -> the end-of-training measurement (`Store.run_metrics` name) it holds."""
 
-NULLABLE_INTEGERS = ("diverged_epoch",)
+SUMMARY_FIELDS = {"updates": "total_updates", "train_time_s": "wall_time_s", "final_train_loss": "final_train_loss",
+                  "final_test_loss": "final_test_loss", "final_train_acc": "final_train_acc",
+                  "final_test_acc": "final_test_acc", "noise_step": "step_noise", "noise_train": "epoch_noise",
+                  "noise_test": "test_epoch_noise", "group_replicas": "group_replicas",
+                  "train_time_per_replica_s": "time_per_replica_s"}
+"""Runs-table column -> the `batchlab.analysis.runs.RunSummary` attribute it holds (the names of show --json)."""
+BRANCH_FIELDS = ("parent_run_id", "branch_epoch")
+"""Set for branched runs (`batchlab branch`); missing for every other run."""
+
+NULLABLE_INTEGERS = ("diverged_epoch", "branch_epoch")
 """Integer columns that may be missing: lists of int or None (pandas Int64, Arrow int64 with nulls)."""
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
@@ -53,8 +66,10 @@ Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
 
 
-def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] | None = None) -> Columns:
-    """The runs table from :meth:`Store.runs` rows and :meth:`Store.run_metrics` (end-of-training curvature)."""
+def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] | None = None,
+               summaries: dict[str, Any] | None = None) -> Columns:
+    """The runs table from :meth:`Store.runs` rows, :meth:`Store.run_metrics` (end-of-training curvature) and
+    run_id -> `RunSummary` (the SUMMARY_FIELDS; missing for a run without one, e.g. one that never started)."""
     columns: Columns = {}
     for field in RUN_FIELDS:
         values = [r[field] for r in runs]
@@ -71,7 +86,27 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
     metrics = metrics or {}
     for column, name in CURVATURE_FIELDS.items():
         columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)
+    summaries = summaries or {}
+    for column, attr in SUMMARY_FIELDS.items():
+        integer = column in ("updates", "group_replicas")
+        values = [getattr(summaries[r["run_id"]], attr) if r["run_id"] in summaries else
+                  (r["total_updates"] if column == "updates" else 1 if integer else np.nan) for r in runs]
+        columns[column] = np.array(values, np.int64 if integer else float)
+    columns["parent_run_id"] = [r.get("parent_run_id") for r in runs]
+    columns["branch_epoch"] = [None if r.get("branch_epoch") is None else int(r["branch_epoch"]) for r in runs]
     return columns
+
+
+def run_summaries(store: Store, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """run_id -> `RunSummary` for the runs with at least one recorded epoch (as `batchlab.study_data` builds them)."""
+    sizes = group_sizes(runs)
+    out = {}
+    for r in runs:
+        epochs = store.epochs(r["run_id"])
+        if len(epochs["epoch"]):
+            out[r["run_id"]] = summarize_run({**r, "group_replicas": sizes[r["run_id"]]}, epochs,
+                                             store.step_losses(r["run_id"])[1])
+    return out
 
 
 def epochs_table(store: Store, run_ids: list[str]) -> Columns:
@@ -115,7 +150,7 @@ def read_tables(directory: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> 
     try:
         runs = store.runs()
         run_ids = [r["run_id"] for r in runs]
-        build = {"runs": lambda: runs_table(runs, store.run_metrics()), "epochs": lambda: epochs_table(store, run_ids),
+        build = {"runs": lambda: runs_table(runs, store.run_metrics(), run_summaries(store, runs)), "epochs": lambda: epochs_table(store, run_ids),
                  "steps": lambda: steps_table(store, run_ids), "evals": lambda: evals_table(store, run_ids)}
         return {name: build[name]() for name in names}
     finally:

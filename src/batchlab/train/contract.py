@@ -4,7 +4,8 @@ A group is the replicas of one batch size trained together (one vmapped program 
 PyTorch). A backend (:mod:`batchlab.train.jax_engine`, :mod:`batchlab.train.torch_engine`) provides the
 :class:`Backend` operations: the initial state, one epoch, an evaluation, the parameters. :class:`GroupRun`
 drives any backend through the same loop: the evaluation before training (epoch 0), resuming from a checkpoint,
-divergence (a replica's first non-finite loss), the probes' schedule with the training clock paused while they
+divergence (:func:`diverged_now`: a replica's first non-finite loss, or a train loss above BLOWUP_FACTOR times its
+epoch-0 value), the probes' schedule with the training clock paused while they
 measure, checkpoints, and a stop request honoured at an epoch boundary. Read :meth:`GroupRun.epochs_iter` top to
 bottom: it is the training loop of batchlab.
 """
@@ -18,11 +19,25 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from batchlab.spec import BLOWUP_FACTOR
+
 EVAL_CHUNK = 16_384
 """Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
 
 Metrics = list[np.ndarray]
 """(train loss, train metric, test loss, test metric), each (replicas,), on the host."""
+
+def diverged_now(step_losses: np.ndarray, metrics: Metrics, initial_train_loss: np.ndarray | None) -> np.ndarray:
+    """(replicas,) bool: which replicas' epoch shows divergence. A non-finite minibatch loss, train loss or test
+    loss, or a train loss above BLOWUP_FACTOR x `initial_train_loss` (where that is finite and > 0; None: the
+    non-finite rule only)."""
+    finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
+    if initial_train_loss is None:
+        return ~finite
+    initial = np.asarray(initial_train_loss, float)
+    with np.errstate(invalid="ignore"):
+        blown = (initial > 0) & np.isfinite(initial) & (np.asarray(metrics[0], float) > BLOWUP_FACTOR * initial)
+    return ~finite | blown
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,9 @@ class Checkpoint:
     wall_time_s: float
     leaves: list[np.ndarray]
     active: np.ndarray
+    initial_train_loss: np.ndarray | None = None
+    """(replicas,) epoch-0 train losses, the reference of the blow-up rule (BLOWUP_FACTOR) after a resume; None:
+    only non-finite losses count as divergence after it."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +93,8 @@ class EpochRecord:
     test_loss: np.ndarray
     test_acc: np.ndarray
     diverged: np.ndarray
-    """(replicas,) bool: the replica met its first non-finite loss in this epoch."""
+    """(replicas,) bool: the replica diverged in this epoch (:func:`diverged_now`: its first non-finite loss, or
+    a train loss above BLOWUP_FACTOR x its epoch-0 train loss)."""
     active: np.ndarray
     """(replicas,) bool: the replica was still training in this epoch (not diverged before it)."""
     eval_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -177,6 +196,7 @@ class GroupRun:
         active = np.ones(self.n_replicas, bool) if resume is None else resume.active.copy()
         wall_offset = 0.0 if resume is None else resume.wall_time_s
         self.final_params = backend.params(state)
+        initial_loss = None if resume is None else resume.initial_train_loss
 
         last_snapshot = time.perf_counter()
 
@@ -186,10 +206,11 @@ class GroupRun:
             if not (checkpoints or due):
                 return None
             last_snapshot = time.perf_counter()
-            return Checkpoint(epoch, wall, backend.leaves(state), active.copy())
+            return Checkpoint(epoch, wall, backend.leaves(state), active.copy(), initial_loss)
 
         if resume is None:
             train_loss, train_acc, test_loss, test_acc = backend.evaluate(state)
+            initial_loss = np.asarray(train_loss, float).copy()
             none = np.zeros(self.n_replicas, bool)
             probe = self.probe(self.final_params, active) if self.probe is not None and self.probe_due(0) else None
             yield EpochRecord(epoch=0, updates=0, examples_seen=0, wall_time_s=0.0,
@@ -219,8 +240,7 @@ class GroupRun:
             step_losses, metrics, eval_steps, eval_metrics = backend.fetch(outputs)  # one device-to-host transfer
             if not probing:
                 wall = wall_offset + time.perf_counter() - t0
-            finite = np.isfinite(step_losses).all(axis=1) & np.isfinite(metrics[0]) & np.isfinite(metrics[2])
-            diverged = active & ~finite
+            diverged = active & diverged_now(step_losses, metrics, initial_loss)
             active &= ~diverged
             self.final_params = backend.params(state)
             train_loss, train_acc, test_loss, test_acc = metrics
