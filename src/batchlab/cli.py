@@ -57,6 +57,8 @@ DIAGNOSE_EXAMPLES = """examples:
   batchlab diagnose export/steps.csv                  batchlab's own export: one curve per run
 """
 
+WIDE_HELP = "one runs table with every column, however wide (default: two tables when the terminal is narrow)"
+
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--dataset": ("dataset", ("digits (default), iris, wine, breast_cancer, moons, circles, blobs, or a .csv, "
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=argparse.SUPPRESS, help="keep raw feature scales (default: standardize with train stats)")
     run.add_argument("--config", help="a TOML study file; flags given here override its values")
     run.add_argument("--out", help="study directory to create (default: runs/<date>-<time>)")
+    run.add_argument("--wide", action="store_true", help=WIDE_HELP)
     run.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     run.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
     sweep = sub.add_parser("sweep", help="run a study file's grid of batch sizes x learning rates x seeds; "
@@ -125,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
     sweep.add_argument("--executor", default="local", help="local (default) or ray")
     sweep.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    sweep.add_argument("--wide", action="store_true", help=WIDE_HELP)
     sweep.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     sweep.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
     resume = sub.add_parser("resume", help="finish an interrupted study (run or sweep) exactly where it stopped",
@@ -133,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
     resume.add_argument("--executor", default="local", help="local (default) or ray")
     resume.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    resume.add_argument("--wide", action="store_true", help=WIDE_HELP)
     resume.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     resume.add_argument("--wait", action="store_true", help="if another batchlab process writes DIR, wait for it")
     show = sub.add_parser("show", help="print the table and explanation of a study again",
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
+    show.add_argument("--wide", action="store_true", help=WIDE_HELP)
     show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
     show.add_argument("--target-metric", default="train_loss",
                       help="steps-to-target metric: train_loss (default), test_loss or test_error")
@@ -202,8 +208,9 @@ def default_out() -> Path:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    tty = (sys.stderr if stderr else sys.stdout).isatty()
-    return Console(stderr=stderr, width=None if tty else 200, highlight=False)
+    # Rich lays out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS), 80 with none: a table's
+    # row stays one line and a paragraph wraps at words, also when the output goes to a file.
+    return Console(stderr=stderr, highlight=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -259,7 +266,7 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
     if not study_exists(out):  # stopped while waiting for another writer's lock
         return stop.exit_code or 1
     if stop.signum is None or stop.exit_code == 130:
-        _show(out, figures=not args.no_figures and result.completed)
+        _show(out, figures=not args.no_figures and result.completed, wide=args.wide)
     for line in result.failures:
         print(f"batchlab {args.command}: error: {line}", file=sys.stderr)
     if result.completed:
@@ -274,17 +281,15 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
     return 1
 
 
-def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None) -> None:
+def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None,
+          wide: bool = False) -> None:
+    from batchlab.report.tables import print_tables
     from batchlab.results import StudyResults
 
     results = StudyResults.load(directory)
     console = _console()
-    console.print(results.table())
-    console.print()
-    if len({(s.lr, s.seed) for s in results.summaries}) > 1:
-        console.print(results.grid())
-        console.print()
-    console.print(results.explanation(target_metric=target_metric, target=target))
+    print_tables(console, results.tables(width=console.width, wide=wide, plain=not console.is_terminal))
+    console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()
     if figures:
         paths = results.write_figures()
@@ -306,7 +311,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         target = math.nan
     if target is not None and not math.isfinite(target):
         raise BatchlabError(f"target: got {args.target!r}; allowed: a finite number")
-    _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
+    _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target, wide=args.wide)
     return 0
 
 

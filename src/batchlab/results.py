@@ -21,6 +21,20 @@ class StudyResults(StudyData):
 
         return runs_table(self.summaries, title=f"{self.directory}: {self.setup}", task=self.task)
 
+    def tables(self, *, width: int | None = None, wide: bool = False, plain: bool = False) -> list[Table]:
+        """The runs table, then the sweep grid when the study has several learning rates or seeds, laid out for
+        `width` terminal columns (None: one table each, every column); see `batchlab.report.tables`."""
+        from batchlab.analysis.sweeps import best_lr_per_batch_size
+        from batchlab.report.tables import grid_tables, runs_tables
+
+        tables = runs_tables(self.summaries, task=self.task, title=f"{self.directory}: {self.setup}", width=width,
+                             wide=wide, plain=plain)
+        if len({(s.lr, s.seed) for s in self.summaries}) > 1:
+            cells = self.cells
+            tables += grid_tables(cells, best_lr_per_batch_size(cells), title=f"{self.directory}: final test loss",
+                                  width=width, wide=wide, plain=plain)
+        return tables
+
     def grid(self) -> Table:
         from batchlab.analysis.sweeps import best_lr_per_batch_size
         from batchlab.report.text import grid_table
