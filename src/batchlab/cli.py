@@ -108,6 +108,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchlab", description="Measure, show and explain what the mini-batch size does to "
                      "neural-network training.")
+    from batchlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"batchlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="train and compare batch sizes (Lena's experiments by default)",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,10 +359,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
+    if unknown:  # argparse would blame the top-level parser; the flags belong to the subcommand
+        _subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     with warnings.catch_warnings():  # restores the warning display on return (main is also called in-process)
         warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
         try:
@@ -377,6 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as e:
             print("batchlab: aborted", file=sys.stderr)
             return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def _one_line_warnings(command: str, show_other):
