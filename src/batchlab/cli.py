@@ -261,10 +261,10 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
     """Train with a progress bar, stopping at an epoch boundary on Ctrl-C, SIGTERM or SIGHUP; then show the study
     (figures only when it ran to its end) and say how it ended. Returns the exit code."""
     from batchlab.runner.interrupt import stop_on_interrupt
-    from batchlab.runner.progress import RichProgress
+    from batchlab.runner.progress import default_progress
     from batchlab.store.db import study_exists
 
-    with stop_on_interrupt() as stop, RichProgress(_console(stderr=True)) as progress:
+    with stop_on_interrupt() as stop, default_progress() as progress:
         result = train(progress=progress, should_stop=stop)
     if not study_exists(out):  # stopped while waiting for another writer's lock
         return stop.exit_code or 1
