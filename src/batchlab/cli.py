@@ -108,9 +108,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchlab", description="Measure, show and explain what the mini-batch size does to "
                      "neural-network training.")
-    from batchlab import __version__
-
-    parser.add_argument("--version", action="version", version=f"batchlab {__version__}")
+    parser.add_argument("--version", action="version", version=f"batchlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="train and compare batch sizes (Lena's experiments by default)",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--json", action="store_true", help="print one JSON object instead: curves (one record "
                           "each), smallest_batch, too_close_to_call, verdict, warnings")
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's `__version__`, which the layering keeps out of
+    reach of the CLI)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchlab")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def spec_from_args(args: argparse.Namespace):
