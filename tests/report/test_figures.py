@@ -10,6 +10,7 @@ import pytest
 
 from batchlab.analysis.runs import RunSummary
 from batchlab.report import figures
+from batchlab.report.colors import batch_size_colors
 from batchlab.results import StudyResults
 
 
@@ -75,12 +76,12 @@ def assert_nothing_clipped_and_legends_outside_the_data(fig):
 
 
 def test_batch_size_colors_are_one_distinct_ordered_colour_per_batch_size():
-    colors = figures.batch_size_colors(reversed(TWELVE))
+    colors = batch_size_colors(reversed(TWELVE))
     assert list(colors) == list(TWELVE) and len(set(colors.values())) == 12
     rgb = np.array([mcolors.to_rgb(c) for c in colors.values()])
     assert np.min(np.linalg.norm(np.diff(rgb, axis=0), axis=1)) > 0.05  # neighbours tell apart
-    assert figures.batch_size_colors([1, 120]) == figures.batch_size_colors([120, 1, 1])
-    assert figures.batch_size_colors([5]) == {5: figures.batch_size_colors([5, 6])[5]}
+    assert batch_size_colors([1, 120]) == batch_size_colors([120, 1, 1])
+    assert batch_size_colors([5]) == {5: batch_size_colors([5, 6])[5]}
 
 
 def test_twelve_batch_sizes_keep_their_colour_in_every_figure_and_stay_legible(drawn, tmp_path):
@@ -89,7 +90,7 @@ def test_twelve_batch_sizes_keep_their_colour_in_every_figure_and_stay_legible(d
     figures.overlay_figure(runs, data, n_train=120, setup="iris", path=tmp_path / "o.png")
     figures.cost_figure(runs, n_train=120, setup="iris", path=tmp_path / "c.png")
     overlay, cost = drawn
-    colors = figures.batch_size_colors(TWELVE)
+    colors = batch_size_colors(TWELVE)
     legend = overlay.legends[0]
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels[:12] == [("B = N = 120" if b == 120 else f"B = {b:,}") + " (2 seeds)" for b in TWELVE]

@@ -1,7 +1,7 @@
 """Static figures (matplotlib, Agg): Lena's figure per run, an overlay of all runs, the cost of each run, and the
 scaling view.
 
-Made to be read at a glance: one colour per batch size in every figure (:func:`batch_size_colors`, ordered from
+Made to be read at a glance: one colour per batch size in every figure (:func:`batchlab.report.colors.batch_size_colors`, ordered from
 the smallest batch, dark, to the largest, light), legends outside the data, titles that fit, log axes with labelled
 ticks, no negative ticks for counts. Curves are drawn raw; the per-step panel adds, over the raw cloud of minibatch
 losses, their running mean over one epoch (the "epoch loss" that Keras and Lightning print) and says how many step
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
@@ -27,25 +25,13 @@ from matplotlib.figure import Figure
 
 from batchlab.analysis.runs import RunSummary
 from batchlab.analysis.sweeps import mean_and_band
+from batchlab.report.colors import batch_size_colors
 from batchlab.report.labels import loss_name, number
 from batchlab.study_data import StudyData
 
-COLORMAP, COLOR_RANGE = "plasma", (0.0, 0.82)
-"""Batch sizes take evenly spaced colours of this perceptually ordered map (its light yellow end left out: it
-vanishes on white), by rank: distinct for a dozen batch sizes, and ordered like them."""
 TRAIN_COLOR, TEST_COLOR, STEP_COLOR, EPOCH_MEAN_COLOR = "#1f77b4", "#d62728", "#7f7f7f", "#000000"
 """Lena's figure shows one run: its curves are coloured by what they measure."""
 DPI = 110
-
-
-def batch_size_colors(batch_sizes: Iterable[int]) -> dict[int, str]:
-    """The colour (hex) of each batch size of a study, the same in every figure: evenly spaced over COLOR_RANGE of
-    COLORMAP by rank (smallest first). One batch size gets the map's first colour."""
-    sizes = sorted(set(batch_sizes))
-    cmap = matplotlib.colormaps[COLORMAP]
-    lo, hi = COLOR_RANGE
-    positions = [lo] if len(sizes) == 1 else list(np.linspace(lo, hi, len(sizes)))
-    return {b: mcolors.to_hex(cmap(p)) for b, p in zip(sizes, positions, strict=True)}
 
 
 def epoch_running_mean(step_loss: np.ndarray, updates_per_epoch: int) -> np.ndarray:
@@ -89,12 +75,12 @@ def readable_log_axis(axis, *, decades_with_subticks: float = 3.0) -> None:
         axis.set_minor_formatter(ticker.NullFormatter())
 
 
-def _below(ax: Axes, ncols: int = 1, fontsize: float = 8.5, **kw) -> None:
+def _below(ax: Axes, ncols: int = 1, fontsize: float = 8.5, markerscale: float = 1.0, **kw) -> None:
     """The axes' legend under it, outside the data."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=ncols,
-                           fontsize=fontsize, frameon=False, markerscale=3, **kw)
+                           fontsize=fontsize, frameon=False, markerscale=markerscale, **kw)
         for handle in legend.legend_handles:  # a faint cloud still gets a visible key
             if handle is not None:
                 handle.set_alpha(1.0)
@@ -134,7 +120,8 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
         shown = np.isfinite(step_loss) & (step_loss > 0)
         n = len(step_loss)
         alpha = float(np.clip(20_000 / max(n, 1), 0.1, 0.8))
-        zeros = (f"; {int(zero.sum()):,} ({zero.mean():.0%}) exactly 0, not drawn (a log axis has no 0)"
+        share = f"{zero.mean():.0%}" if zero.mean() >= 0.01 else "<1%"
+        zeros = (f"; {int(zero.sum()):,} ({share}) exactly 0, not drawn (a log axis has no 0)"
                  if zero.any() else "; none exactly 0")
         ax_steps.plot(x[shown], step_loss[shown], ".", ms=2.5 if n > 2000 else 4, color=STEP_COLOR, alpha=alpha,
                       mew=0, label=f"minibatch loss of each of {n:,} steps (raw{zeros})")
@@ -149,7 +136,7 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
     ax_steps.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log")
     _title(ax_steps, f"Every update: {s.updates_per_epoch:,} per epoch, {s.total_updates:,} in all", 60)
     ax_steps.grid(alpha=0.3, which="both")
-    _below(ax_steps)
+    _below(ax_steps, markerscale=3)  # the cloud's dots are tiny
     for a in (ax, ax_steps):
         readable_log_axis(a.yaxis)
     status = "" if s.status == "completed" else f" [{s.status}]"
