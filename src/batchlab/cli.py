@@ -58,6 +58,8 @@ DIAGNOSE_EXAMPLES = """examples:
   batchlab diagnose export/steps.csv                  batchlab's own export: one curve per run
 """
 
+WIDE_HELP = "one runs table with every column, however wide (default: two tables when the terminal is narrow)"
+
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--dataset": ("dataset", ("moons (default), digits, iris, wine, breast_cancer, circles, blobs, or a .csv, "
@@ -107,6 +109,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="batchlab", description="Measure, show and explain what the mini-batch size does to "
                      "neural-network training.")
+    parser.add_argument("--version", action="version", version=f"batchlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser("run", help="train and compare batch sizes (Lena's experiments by default)",
                          epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=argparse.SUPPRESS, help="keep raw feature scales (default: standardize with train stats)")
     run.add_argument("--config", help="a TOML study file; flags given here override its values")
     run.add_argument("--out", help="study directory to create (default: runs/<date>-<time>)")
+    run.add_argument("--wide", action="store_true", help=WIDE_HELP)
     run.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     run.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
     sweep = sub.add_parser("sweep", help="run a study file's grid of batch sizes x learning rates x seeds; "
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
     sweep.add_argument("--executor", default="local", help="local (default) or ray")
     sweep.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    sweep.add_argument("--wide", action="store_true", help=WIDE_HELP)
     sweep.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     sweep.add_argument("--wait", action="store_true", help="if another batchlab process writes --out, wait for it")
     resume = sub.add_parser("resume", help="finish an interrupted study (run or sweep) exactly where it stopped",
@@ -134,12 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
     resume.add_argument("--executor", default="local", help="local (default) or ray")
     resume.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    resume.add_argument("--wide", action="store_true", help=WIDE_HELP)
     resume.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     resume.add_argument("--wait", action="store_true", help="if another batchlab process writes DIR, wait for it")
     show = sub.add_parser("show", help="print the table and explanation of a study again",
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("dir", help="a study directory")
+    show.add_argument("--wide", action="store_true", help=WIDE_HELP)
     show.add_argument("--figures", action="store_true", help="also (re)write the figures and report.html")
     show.add_argument("--json", action="store_true", help="print one JSON object instead (study, runs, "
                       "steps_to_target, fit, findings, critical_batch_size; NaN as null)")
@@ -183,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (the package's `__version__`, which the layering keeps out of
+    reach of the CLI)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchlab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def spec_from_args(args: argparse.Namespace):
     """Config file values first, flags override; validated by the spec."""
     from batchlab.spec import build_spec, read_toml
@@ -205,8 +223,9 @@ def default_out() -> Path:
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    tty = (sys.stderr if stderr else sys.stdout).isatty()
-    return Console(stderr=stderr, width=None if tty else 200, highlight=False)
+    # Rich lays out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS), 80 with none: a table's
+    # row stays one line and a paragraph wraps at words, also when the output goes to a file.
+    return Console(stderr=stderr, highlight=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -254,15 +273,15 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
     """Train with a progress bar, stopping at an epoch boundary on Ctrl-C, SIGTERM or SIGHUP; then show the study
     (figures only when it ran to its end) and say how it ended. Returns the exit code."""
     from batchlab.runner.interrupt import stop_on_interrupt
-    from batchlab.runner.progress import RichProgress
+    from batchlab.runner.progress import default_progress
     from batchlab.store.db import study_exists
 
-    with stop_on_interrupt() as stop, RichProgress(_console(stderr=True)) as progress:
+    with stop_on_interrupt() as stop, default_progress() as progress:
         result = train(progress=progress, should_stop=stop)
     if not study_exists(out):  # stopped while waiting for another writer's lock
         return stop.exit_code or 1
     if stop.signum is None or stop.exit_code == 130:
-        _show(out, figures=not args.no_figures and result.completed)
+        _show(out, figures=not args.no_figures and result.completed, wide=args.wide)
     for line in result.failures:
         print(f"batchlab {args.command}: error: {line}", file=sys.stderr)
     if result.completed:
@@ -277,17 +296,15 @@ def _train(args: argparse.Namespace, out: Path, train) -> int:
     return 1
 
 
-def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None) -> None:
+def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", target: float | None = None,
+          wide: bool = False) -> None:
+    from batchlab.report.tables import print_tables
     from batchlab.results import StudyResults
 
     results = StudyResults.load(directory)
     console = _console()
-    console.print(results.table())
-    console.print()
-    if len({(s.lr, s.seed) for s in results.summaries}) > 1:
-        console.print(results.grid())
-        console.print()
-    console.print(results.explanation(target_metric=target_metric, target=target))
+    print_tables(console, results.tables(width=console.width, wide=wide, plain=not console.is_terminal))
+    console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()
     if figures:
         paths = results.write_figures()
@@ -318,7 +335,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         document = study_document(StudyData.load(Path(args.dir)), target_metric=args.target_metric, target=target)
         print(json.dumps(document, indent=2, allow_nan=False))
         return 0
-    _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target)
+    _show(Path(args.dir), figures=args.figures, target_metric=args.target_metric, target=target, wide=args.wide)
     return 0
 
 
@@ -363,10 +380,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command is None:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
+    if unknown:  # argparse would blame the top-level parser; the flags belong to the subcommand
+        _subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     with warnings.catch_warnings():  # restores the warning display on return (main is also called in-process)
         warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
         try:
@@ -384,6 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as e:
             print("batchlab: aborted", file=sys.stderr)
             return 128 + getattr(e, "signum", signal.SIGINT)
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def _one_line_warnings(command: str, show_other):

@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
+class FigurePath(type(Path())):  # type: ignore[misc]  # the concrete PosixPath or WindowsPath
+    """A figure's PNG path that Jupyter (IPython's display) shows as the image itself; elsewhere a plain Path."""
+
+    def _repr_png_(self) -> bytes | None:
+        return self.read_bytes() if self.suffix.lower() == ".png" and self.is_file() else None
+
+
 class StudyResults(StudyData):
     """A study's data (see :class:`StudyData`) with the presentation methods of the Python API and the CLI."""
 
@@ -20,6 +27,20 @@ class StudyResults(StudyData):
         from batchlab.report.text import runs_table
 
         return runs_table(self.summaries, title=f"{self.directory}: {self.setup}", task=self.task)
+
+    def tables(self, *, width: int | None = None, wide: bool = False, plain: bool = False) -> list[Table]:
+        """The runs table, then the sweep grid when the study has several learning rates or seeds, laid out for
+        `width` terminal columns (None: one table each, every column); see `batchlab.report.tables`."""
+        from batchlab.analysis.sweeps import best_lr_per_batch_size
+        from batchlab.report.tables import grid_tables, runs_tables
+
+        tables = runs_tables(self.summaries, task=self.task, title=f"{self.directory}: {self.setup}", width=width,
+                             wide=wide, plain=plain)
+        if len({(s.lr, s.seed) for s in self.summaries}) > 1:
+            cells = self.cells
+            tables += grid_tables(cells, best_lr_per_batch_size(cells), title=f"{self.directory}: final test loss",
+                                  width=width, wide=wide, plain=plain)
+        return tables
 
     def grid(self) -> Table:
         from batchlab.analysis.sweeps import best_lr_per_batch_size
@@ -88,15 +109,16 @@ class StudyResults(StudyData):
 
         return to_dataframe(read_tables(self.directory, (table,))[table], library)
 
-    def figure(self, name: str, *, run_id: str | None = None, path: str | Path | None = None) -> Path:
-        """Draw one figure of `write_figures` and return its PNG: `overlay`, `cost`, `scaling`, or `lena` (one
-        run's train/test loss beside every minibatch loss: `run_id`, default the first run). Written to `path`,
-        default the study's figures/ folder under the name `write_figures` uses.
+    def figure(self, name: str, *, run_id: str | None = None, path: str | Path | None = None) -> FigurePath:
+        """Draw one figure of `write_figures` and return its PNG's path: `overlay`, `cost`, `scaling`, or `lena`
+        (one run's train/test loss beside every minibatch loss: `run_id`, default the first run). Written to
+        `path`, default the study's figures/ folder under the name `write_figures` uses. The path is a
+        :class:`FigurePath`: a Jupyter cell that ends with it shows the image.
 
         Example::
 
-            from IPython.display import Image
-            Image(results.figure("overlay"))
+            results.figure("overlay")          # in Jupyter: the figure, inline
+            str(results.figure("cost"))        # anywhere: 'runs/wine/figures/cost.png'
         """
         from batchlab.errors import invalid
         from batchlab.report.figures import FIGURES, draw_figure
@@ -112,7 +134,7 @@ class StudyResults(StudyData):
         default = self.directory / "figures" / (f"lena_{run_id}.png" if name == "lena" else f"{name}.png")
         out = Path(path) if path is not None else default
         out.parent.mkdir(parents=True, exist_ok=True)
-        return draw_figure(self, name, run_id=run_id, path=out)
+        return FigurePath(draw_figure(self, name, run_id=run_id, path=out))
 
     def write_report(self, path: str | Path | None = None) -> Path:
         """The self-contained report.html (default in the study directory); see `batchlab.report.html`."""

@@ -380,6 +380,8 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
             raise invalid(name, raw, allowed) from None
     spec = StudySpec(**parsed)
     kind = data_file_kind(spec.dataset)
+    if kind is not None and not Path(spec.dataset).is_file():  # before the flags that only a file's contents need
+        raise invalid("dataset", spec.dataset, f"a built-in dataset name or the path of an existing {kind} file")
     if spec.target is not None and kind is None:
         raise invalid("target", spec.target, "only with a CSV, Parquet or NPZ dataset (the built-in datasets have "
                       "their labels)")

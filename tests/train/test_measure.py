@@ -56,3 +56,21 @@ def test_auto_mode_and_end_of_training_curvature():
     assert metrics["top_eigenvalue"] > 0 and metrics["hessian_trace"] > 0 and metrics["eps_sharpness"] >= 0
     # A logistic model's Hessian is positive semi-definite: the trace bounds the top eigenvalue from above.
     assert metrics["hessian_trace"] + 3 * metrics["hessian_trace_stderr"] >= metrics["top_eigenvalue"]
+
+
+def test_end_of_training_reports_progress_up_to_its_total_without_changing_a_number():
+    from batchlab.train.measure import end_of_training_units
+
+    data = small_data(200)
+    model = make_model("mlp", n_features=5, n_classes=2, hidden=(7,))
+    stacked = model.init_replicas((0, 1, 2))
+    active = np.array([True, False, True])
+    seen: list[tuple[int, int]] = []
+    measure = GroupMeasurements(probes_for(model, data), data, gns="off")
+    told = measure.end_of_training(stacked, active, eps_sharpness=False, on_progress=lambda d, t: seen.append((d, t)))
+    silent = measure.end_of_training(stacked, active, eps_sharpness=False)
+    assert told == silent and told[1] == {}
+    total = 2 * end_of_training_units(False)
+    assert {t for _, t in seen} == {total}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == total and done[0] >= 1

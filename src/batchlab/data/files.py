@@ -203,6 +203,9 @@ def _numeric_column(name: str, cells: list[str], file: str) -> np.ndarray:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
         for i, cell in enumerate(cells):
+            if not cell.strip():
+                raise BatchlabError(f"dataset: feature column '{name}' of {file} has a missing value (an empty cell) "
+                                    f"on line {i + 2}; allowed: numbers in every row (fill or drop that row)")
             try:
                 float(cell)
             except ValueError:

@@ -25,6 +25,12 @@ AUTO_MAX_CLASSES = 20
 """`task = auto`: an integer-valued float target with more distinct values than this is read as regression."""
 
 
+MIN_TRAIN_EXAMPLES = 2
+"""Fewest training examples a study trains on: with one, batch size 1 and the full batch are the same run."""
+MIN_TEST_EXAMPLES = 1
+"""Fewest test examples: the test loss needs one."""
+
+
 class TaskInferredWarning(BatchlabWarning):
     """`task = auto` decided the task from the target; the message says what and how to override it."""
 
@@ -49,6 +55,8 @@ def load_dataset(spec: StudySpec) -> Dataset:
                                              stratify=stratify)
         x_train, x_test = as_float32_rows(contents.x, is_train), as_float32_rows(contents.x, ~is_train)
         target_train, target_test = contents.target[is_train], contents.target[~is_train]
+    check_split_sizes(len(target_train), len(target_test), name=contents.name, test_fraction=spec.test_fraction,
+                      given=contents.x_test is not None and contents.target_test is not None)
     if spec.standardize:
         standardize_inplace(x_train, x_test)
         for x in (x_train, x_test):
@@ -67,6 +75,18 @@ def load_dataset(spec: StudySpec) -> Dataset:
     if note:  # only once the data passed every check: a defect is one line, not a note and an error
         warnings.warn(note, TaskInferredWarning, stacklevel=2)
     return dataset
+
+
+def check_split_sizes(n_train: int, n_test: int, *, name: str, test_fraction: float, given: bool = False) -> None:
+    """Refuse a split too small to compare batch sizes: fewer than MIN_TRAIN_EXAMPLES training examples (batch
+    size 1 and the full batch would be the same run) or fewer than MIN_TEST_EXAMPLES test examples."""
+    if n_train >= MIN_TRAIN_EXAMPLES and n_test >= MIN_TEST_EXAMPLES:
+        return
+    how = "its X_test holds" if given else f"a test fraction of {test_fraction:g} splits it into"
+    fix = "more rows" if given else "more rows, or another --test-fraction"
+    raise BatchlabError(f"dataset: {name} is too small: {how} {n_train:,} training and {n_test:,} test "
+                        f"example{'s' if n_test != 1 else ''}; allowed: at least {MIN_TRAIN_EXAMPLES} training and "
+                        f"{MIN_TEST_EXAMPLES} test example ({fix})")
 
 
 def decide_task(target: np.ndarray, requested: str, *, source: str) -> tuple[str, str | None]:

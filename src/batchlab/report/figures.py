@@ -1,10 +1,17 @@
-"""Static figures (matplotlib, Agg): Lena's figure per run, an overlay of all runs, and the cost of each run.
+"""Static figures (matplotlib, Agg): Lena's figure per run, an overlay of all runs, the cost of each run, and the
+scaling view.
 
-Curves are drawn raw. The per-step panel shows every minibatch loss as measured; nothing is smoothed.
+Made to be read at a glance: one colour per batch size in every figure (:func:`batchlab.report.colors.batch_size_colors`, ordered from
+the smallest batch, dark, to the largest, light), legends outside the data, titles that fit, log axes with labelled
+ticks, no negative ticks for counts. Curves are drawn raw; the per-step panel adds, over the raw cloud of minibatch
+losses, their running mean over one epoch (the "epoch loss" that Keras and Lightning print) and says how many step
+losses were exactly zero (a log axis cannot show them).
 """
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -12,151 +19,274 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from batchlab.analysis.runs import RunSummary
 from batchlab.analysis.sweeps import mean_and_band
-from batchlab.report.labels import loss_name
+from batchlab.report.colors import batch_size_colors
+from batchlab.report.labels import loss_name, number
 from batchlab.study_data import StudyData
+
+TRAIN_COLOR, TEST_COLOR, STEP_COLOR, EPOCH_MEAN_COLOR = "#1f77b4", "#d62728", "#7f7f7f", "#000000"
+"""Lena's figure shows one run: its curves are coloured by what they measure."""
+DPI = 110
+
+
+def epoch_running_mean(step_loss: np.ndarray, updates_per_epoch: int) -> np.ndarray:
+    """The mean of the last `updates_per_epoch` minibatch losses at each step (fewer in the first epoch): at each
+    epoch's last step it is the mean over that epoch's minibatches, what Keras and Lightning report as the epoch
+    loss. Exact zeros count as the zeros they are."""
+    y = np.asarray(step_loss, np.float64)
+    window = max(int(updates_per_epoch), 1)
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(1, len(y) + 1)
+    start = np.maximum(i - window, 0)
+    return (c[i] - c[start]) / (i - start)
+
+
+def batch_label(b: int, n_train: int) -> str:
+    return f"B = N = {b:,}" if b == n_train else f"B = {b:,}"
 
 
 def _label(s: RunSummary, n_train: int) -> str:
-    b = f"B = N = {s.batch_size:,}" if s.batch_size == n_train else f"B = {s.batch_size:,}"
-    return f"{b}, seed {s.seed}" + (f", lr {s.lr:g}" if s.lr else "")
+    return f"{batch_label(s.batch_size, n_train)}, seed {s.seed}" + (f", lr {s.lr:g}" if s.lr else "")
+
+
+def _tick(value: float, _pos: object = None) -> str:
+    """A log-axis tick label: 0.2, 5, 300, 2000, 1e-4, 3e6."""
+    if value <= 0 or not math.isfinite(value):
+        return ""
+    return f"{value:g}" if 1e-3 <= value < 1e5 else number(value, 1)
+
+
+def readable_log_axis(axis, *, decades_with_subticks: float = 3.0) -> None:
+    """Label a log axis that spans few decades at 1, 2 and 5 of each decade (matplotlib labels only powers of
+    ten, so an axis within one decade can show a single label, or none)."""
+    lo, hi = sorted(axis.get_view_interval())
+    if not (lo > 0 and math.isfinite(hi)):
+        return
+    decades = math.log10(hi / lo)
+    if decades <= decades_with_subticks:
+        subs = (1.0, 2.0, 5.0) if decades > 1 else (1.0, 2.0, 3.0, 5.0, 7.0)
+        axis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(ticker.FuncFormatter(_tick))
+        axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _below(ax: Axes, ncols: int = 1, fontsize: float = 8.5, markerscale: float = 1.0, **kw) -> None:
+    """The axes' legend under it, outside the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        legend = ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=ncols,
+                           fontsize=fontsize, frameon=False, markerscale=markerscale, **kw)
+        for handle in legend.legend_handles:  # a faint cloud still gets a visible key
+            if handle is not None:
+                handle.set_alpha(1.0)
+
+
+def _title(ax: Axes, text: str, width: int = 48) -> None:
+    ax.set_title(textwrap.fill(text, width), fontsize=10.5)
+
+
+def _suptitle(fig: Figure, text: str, width: int) -> None:
+    fig.suptitle(textwrap.fill(text, width), fontsize=11)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
 
 
 def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.ndarray, np.ndarray], *,
                 n_train: int, setup: str, path: Path, task: str = "classification") -> Path:
-    """Train and test loss against epoch (Lena's plot), beside every minibatch loss against (fractional) epoch."""
-    fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    ax.plot(epochs["epoch"], epochs["train_loss"], label="train loss (whole training set)", color="C0")
-    ax.plot(epochs["epoch"], epochs["test_loss"], label="test loss", color="C3")
-    ax.set(xlabel="epoch", ylabel=f"{loss_name(task)} (log scale)", yscale="log",
-           title="Lena's plot: loss after each epoch")
-    ax.legend()
+    """Train and test loss against epoch (Lena's plot), beside every minibatch loss against (fractional) epoch
+    with its running mean over one epoch and the whole-training-set loss."""
+    fig, (ax, ax_steps) = plt.subplots(1, 2, figsize=(12, 5.2), layout="constrained")
+    ax.plot(epochs["epoch"], epochs["train_loss"], label="train loss (whole training set)", color=TRAIN_COLOR)
+    ax.plot(epochs["epoch"], epochs["test_loss"], label="test loss", color=TEST_COLOR)
+    ax.set(xlabel="epoch", ylabel=f"{loss_name(task)} (log scale)", yscale="log")
+    _title(ax, "Lena's plot: loss after each epoch", 60)
     ax.grid(alpha=0.3, which="both")
+    _below(ax, ncols=2)
     step_epoch, step_loss = steps
+    step_loss = np.asarray(step_loss, np.float64)
     if len(step_loss):
         # a step's loss is measured before its update: the k-th (k = 0..U-1) of epoch e at e - 1 + k / U
         x = step_epoch - 1 + (np.arange(len(step_loss)) % s.updates_per_epoch) / s.updates_per_epoch
-        ax_steps.plot(x, np.maximum(step_loss, 1e-8), lw=0.3 if len(step_loss) > 2000 else 1.0, color="C7",
-                      alpha=0.7, label=f"minibatch loss, each of {len(step_loss):,} steps (raw; floored at 1e-8 for the log scale)")
-        ax_steps.plot(epochs["epoch"], epochs["train_loss"], color="C0", label="train loss (whole training set)")
-    ax_steps.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log",
-                 title=f"Every update: {s.updates_per_epoch:,} per epoch, {s.total_updates:,} in all")
-    ax_steps.legend(loc="upper right")
+        zero = step_loss == 0
+        shown = np.isfinite(step_loss) & (step_loss > 0)
+        n = len(step_loss)
+        alpha = float(np.clip(20_000 / max(n, 1), 0.1, 0.8))
+        share = f"{zero.mean():.0%}" if zero.mean() >= 0.01 else "<1%"
+        zeros = (f"; {int(zero.sum()):,} ({share}) exactly 0, not drawn (a log axis has no 0)"
+                 if zero.any() else "; none exactly 0")
+        ax_steps.plot(x[shown], step_loss[shown], ".", ms=2.5 if n > 2000 else 4, color=STEP_COLOR, alpha=alpha,
+                      mew=0, label=f"minibatch loss of each of {n:,} steps (raw{zeros})")
+        if s.updates_per_epoch > 1:
+            ax_steps.plot(x, epoch_running_mean(step_loss, s.updates_per_epoch), color=EPOCH_MEAN_COLOR, lw=1.4,
+                          label=f"running mean over one epoch ({s.updates_per_epoch:,} steps; Keras' epoch loss)")
+        if shown.any():
+            low = float(np.quantile(step_loss[shown], 0.001))
+            ax_steps.set_ylim(bottom=low / 2)
+    ax_steps.plot(epochs["epoch"], epochs["train_loss"], color=TRAIN_COLOR, lw=1.6,
+                  label="train loss (whole training set, after each epoch)")
+    ax_steps.set(xlabel="epoch", ylabel="loss (log scale)", yscale="log")
+    _title(ax_steps, f"Every update: {s.updates_per_epoch:,} per epoch, {s.total_updates:,} in all", 60)
     ax_steps.grid(alpha=0.3, which="both")
+    _below(ax_steps, markerscale=3)  # the cloud's dots are tiny
+    for a in (ax, ax_steps):
+        readable_log_axis(a.yaxis)
     status = "" if s.status == "completed" else f" [{s.status}]"
-    fig.suptitle(f"{_label(s, n_train)}{status}: {s.total_updates:,} updates in {s.wall_time_s:.2f} s  |  {setup}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    _suptitle(fig, f"{_label(s, n_train)}{status}: {s.total_updates:,} updates in {s.wall_time_s:.2f} s  |  {setup}",
+              130)
+    return _save(fig, path)
 
 
 def overlay_figure(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
                    setup: str, path: Path) -> Path:
     """Train (solid) and test (dashed) loss against epoch, updates and training time; one line per batch size and
     learning rate: the mean over seeds, with a +/- one standard deviation band when there are several."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.6), layout="constrained")
     axes_x = (("epoch", "epoch", "linear"), ("updates", "updates (optimizer steps, log scale)", "log"),
               ("wall_time_s", "training time, s (log scale)", "log"))
     groups: dict[tuple[int, float], list[RunSummary]] = {}
     for s in summaries:
         groups.setdefault((s.batch_size, s.lr), []).append(s)
-    for i, ((b, lr), runs) in enumerate(sorted(groups.items())):
+    colors = batch_size_colors(b for b, _ in groups)
+    several_lrs = len({lr for _, lr in groups}) > 1
+    handles = []
+    for (b, lr), runs in sorted(groups.items()):
         n = min(len(curves[r.run_id]["epoch"]) for r in runs)
-        b_label = f"B = N = {b:,}" if b == n_train else f"B = {b:,}"
-        label = f"{b_label}, lr {lr:g}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+        label = batch_label(b, n_train) + (f", lr {lr:g}" if several_lrs else "") + (
+            f" ({len(runs)} seeds)" if len(runs) > 1 else "")
         for metric, ls in (("train_loss", "-"), ("test_loss", "--")):
             mean, band = mean_and_band([curves[r.run_id][metric][:n] for r in runs])
-            for ax, (key, _, xscale) in zip(axes, axes_x):
+            for ax, (key, _, xscale) in zip(axes, axes_x, strict=True):
                 x = np.mean([curves[r.run_id][key][:n] for r in runs], axis=0)
                 keep = x > 0 if xscale == "log" else np.ones_like(x, bool)
-                ax.plot(x[keep], mean[keep], color=f"C{i % 10}", ls=ls,
-                        label=f"{label} {metric.split('_')[0]}" if key == "epoch" else None)
+                (line,) = ax.plot(x[keep], mean[keep], color=colors[b], ls=ls, lw=1.4)
+                if key == "epoch" and metric == "train_loss":
+                    line.set_label(label)
+                    handles.append(line)
                 if len(runs) > 1:
                     ax.fill_between(x[keep], np.maximum((mean - band)[keep], 1e-8), (mean + band)[keep],
-                                    color=f"C{i % 10}", alpha=0.15, lw=0)
-    for ax, (_, xlabel, xscale) in zip(axes, axes_x):
+                                    color=colors[b], alpha=0.15, lw=0)
+    for ax, (_, xlabel, xscale) in zip(axes, axes_x, strict=True):
         ax.set(xlabel=xlabel, ylabel="loss (log scale)", yscale="log", xscale=xscale)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_title("against epochs (passes over the data)")
-    axes[1].set_title("against updates")
-    axes[2].set_title("against training time")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Train (solid) and test (dashed) loss, mean over seeds ± std band  |  {setup}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        readable_log_axis(ax.yaxis)
+        if xscale == "log":
+            readable_log_axis(ax.xaxis)
+    _title(axes[0], "against epochs (passes over the data)")
+    _title(axes[1], "against updates")
+    _title(axes[2], "against training time")
+    style = [plt.Line2D([], [], color="0.3", ls="-", label="train loss"),
+             plt.Line2D([], [], color="0.3", ls="--", label="test loss")]
+    fig.legend(handles=[*handles, *style], loc="outside lower center", ncols=min(len(handles) + 2, 7), fontsize=9,
+               frameon=False)
+    _suptitle(fig, f"Train (solid) and test (dashed) loss, mean over seeds ± std band  |  {setup}", 170)
+    return _save(fig, path)
 
 
 def cost_figure(summaries: list[RunSummary], *, n_train: int, setup: str, path: Path) -> Path:
-    """Per run: training wall time, total updates and time per update (bars, log scale where counts span decades)."""
-    labels = [_label(s, n_train).replace(", ", "\n") for s in summaries]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
-    panels = ((axes[0], [s.wall_time_s for s in summaries], "training time, s", "{:.3f} s", "linear"),
-              (axes[1], [s.total_updates for s in summaries], "total updates (log scale)", "{:,.0f}", "log"),
-              (axes[2], [s.time_per_update_s * 1e6 for s in summaries], "time per update, µs (log scale)",
-               "{:,.1f} µs", "log"))
-    for ax, values, ylabel, fmt, yscale in panels:
-        bars = ax.bar(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
-        ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=8)
-        ax.set_xticks(range(len(values)), labels, fontsize=8)
-        positive = bool(values) and all(np.isfinite(v) and v > 0 for v in values)
-        ax.set(ylabel=ylabel, yscale=yscale if positive else "linear")
-        ax.grid(alpha=0.3, axis="y")
-    axes[0].set_title("Which took longer? (compile excluded, per-epoch evaluation included)")
-    axes[1].set_title("Updates: ceil(N / B) per epoch")
-    axes[2].set_title("Cost of one update")
-    fig.suptitle(f"Cost of each run  |  {setup}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    """Per batch size: training time, total updates and time per update; a bar at the mean over the runs shown
+    (seeds), a dot per run."""
+    sizes = sorted({s.batch_size for s in summaries})
+    colors = batch_size_colors(sizes)
+    runs = {b: [s for s in summaries if s.batch_size == b] for b in sizes}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), layout="constrained")
+    shared = any(len(r) > 1 for r in runs.values())
+    panels = ((axes[0], lambda s: s.wall_time_s, "training time, s", " s", "linear"),
+              (axes[1], lambda s: float(s.total_updates), "updates (log scale)", "", "log"),
+              (axes[2], lambda s: s.time_per_update_s * 1e6, "time per update, µs (log scale)", " µs", "log"))
+    x = np.arange(len(sizes))
+    ticks = [f"{b:,}" + ("\n(full)" if b == n_train else "") for b in sizes]
+    many = len(sizes) > 6
+    for ax, value, ylabel, unit, yscale in panels:
+        per = [[value(s) for s in runs[b]] for b in sizes]
+        means = [float(np.mean(v)) for v in per]
+        bars = ax.bar(x, means, color=[colors[b] for b in sizes], alpha=0.85, width=0.7)
+        for i, v in enumerate(per):
+            if len(v) > 1:
+                ax.plot(np.full(len(v), x[i]), v, "o", ms=3, color="black", alpha=0.6)
+        text = [(f"{m:,.0f}" if unit == "" or m >= 100 else number(m)) + ("" if many else unit) for m in means]
+        ax.bar_label(bars, labels=text, fontsize=7.5 if many else 8.5, rotation=90 if many else 0, padding=2)
+        ax.set_xticks(x, ticks, fontsize=8 if many else 9)
+        positive = all(math.isfinite(m) and m > 0 for m in means)
+        ax.set(ylabel=ylabel, xlabel="batch size", yscale=yscale if positive else "linear")
+        ax.margins(y=0.25 if many else 0.15)
+        if yscale == "log" and positive:
+            top = max(means)
+            ax.set_ylim(min(means) / 3, top * (30 if many else 8))
+            readable_log_axis(ax.yaxis)
+        ax.grid(alpha=0.3, axis="y", which="both")
+    note = " (each run's time is its group's: replicas train together)" if shared else ""
+    _title(axes[0], f"Which took longer? Compile excluded, per-epoch evaluation included{note}")
+    _title(axes[1], "Updates: ceil(N / B) per epoch")
+    _title(axes[2], "Cost of one update")
+    _suptitle(fig, f"Cost of each batch size  |  {setup}", 160)
+    return _save(fig, path)
 
 
 def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries: list[RunSummary], *,
                    setup: str, path: Path) -> Path:
     """Steps-to-target against batch size with the S(B) fit; time per update against batch size; the gradient
     noise scale over training per batch size, with the fitted B_crit as a line for reference."""
-    fig, (ax_s, ax_t, ax_g) = plt.subplots(1, 3, figsize=(16, 4.8), constrained_layout=True)
+    fig, (ax_s, ax_t, ax_g) = plt.subplots(1, 3, figsize=(16, 5.6), layout="constrained")
+    colors = batch_size_colors({s.batch_size for s in summaries} | set(analysis.time_per_update_s))
     reached = [st for st in analysis.steps_to_target.values() if st.feasible]
     if reached:
         measured_b = np.array([st.batch_size for st in reached], float)
-        ax_s.plot(measured_b, [st.steps for st in reached], "o", color="C0", label="measured (best lr, seed)")
+        ax_s.scatter(measured_b, [st.steps for st in reached], s=40, zorder=3,
+                     c=[colors.get(st.batch_size, "C0") for st in reached], label="measured (best lr, seed)")
         if analysis.fit is not None:
             f = analysis.fit
             grid = np.geomspace(measured_b.min(), measured_b.max(), 200)
-            ax_s.plot(grid, f.s_min * (1 + f.b_crit / grid), color="C3",
+            ax_s.plot(grid, f.s_min * (1 + f.b_crit / grid), color="0.3",
                       label=f"S(B) = S_min (1 + B_crit / B): B_crit = {f.b_crit:,.1f} [{f.b_crit_low:,.1f}, "
                             f"{f.b_crit_high:,.1f}]")
-            ax_s.axvline(f.b_crit, color="C3", ls=":", lw=1)
-        ax_s.legend(fontsize=8)
+            ax_s.axvline(f.b_crit, color="0.3", ls=":", lw=1)
     metric = analysis.target_metric.replace("_", " ")
-    ax_s.set(xscale="log", yscale="log", xlabel="batch size", ylabel="steps to target",
-             title=f"Steps to {metric} < {analysis.target:.4g}")
+    ax_s.set(xscale="log", yscale="log", xlabel="batch size (log scale)", ylabel="steps to target (log scale)")
+    _title(ax_s, f"Steps to {metric} < {analysis.target:.4g}")
+    _below(ax_s)
     sizes = sorted(analysis.time_per_update_s)
-    ax_t.plot(sizes, [analysis.time_per_update_s[b] * 1e6 for b in sizes], "o-", color="C2")
-    ax_t.set(xscale="log", yscale="log", xlabel="batch size", ylabel="µs per update (group of replicas)",
-             title="Training time per update (per-epoch evaluation amortized)")
-    for i, b in enumerate(sorted({s.batch_size for s in summaries})):
+    ax_t.plot(sizes, [analysis.time_per_update_s[b] * 1e6 for b in sizes], "-", color="0.6", zorder=1)
+    ax_t.scatter(sizes, [analysis.time_per_update_s[b] * 1e6 for b in sizes], s=40, zorder=3,
+                 c=[colors.get(b, "C0") for b in sizes])
+    ax_t.set(xscale="log", yscale="log", xlabel="batch size (log scale)",
+             ylabel="µs per update (group of replicas, log scale)")
+    _title(ax_t, "Training time per update (per-epoch evaluation amortized)")
+    top = 1.0
+    for b in sorted({s.batch_size for s in summaries}):
         runs = [s for s in summaries if s.batch_size == b]
         e = curves[runs[0].run_id]
         if "b_simple" not in e:
             continue
-        measured = np.isfinite(e["b_simple"])
+        measured = np.isfinite(e["b_simple"]) & (e["b_simple"] > 0)
         if measured.any():
-            ax_g.plot(e["updates"][measured], e["b_simple"][measured], "o-", ms=3, color=f"C{i % 10}",
+            top = max(top, float(np.max(e["updates"][measured])))
+            ax_g.plot(e["updates"][measured], e["b_simple"][measured], "o-", ms=3, color=colors[b],
                       label=f"B = {b:,}")
     if analysis.fit is not None:
-        ax_g.axhline(analysis.fit.b_crit, color="C3", ls=":", label="measured B_crit")
-    ax_g.set(yscale="log", xscale="symlog", xlabel="updates (symlog)", ylabel="B_simple = tr(Σ) / |G|²",
-             title="Gradient noise scale (a proxy; shown beside B_crit)")
-    ax_g.legend(fontsize=8)
+        ax_g.axhline(analysis.fit.b_crit, color="0.3", ls=":", label="measured B_crit")
+    # updates start at 0: linear from 0 to 1, logarithmic above, and nothing below 0 (counts are not negative)
+    ax_g.set_xscale("symlog", linthresh=1.0)
+    ax_g.set_xlim(0, top * 1.5)
+    ax_g.set(yscale="log", xlabel="updates (0, then log scale)", ylabel="B_simple = tr(Σ) / |G|² (log scale)")
+    _title(ax_g, "Gradient noise scale over training (a proxy; shown beside B_crit)")
+    n_lines = len(ax_g.get_legend_handles_labels()[0])
+    _below(ax_g, ncols=min(max(n_lines, 1), 4))
     for ax in (ax_s, ax_t, ax_g):
         ax.grid(alpha=0.3, which="both")
-    fig.suptitle(f"Scaling  |  {setup}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        readable_log_axis(ax.yaxis)
+    for ax in (ax_s, ax_t):
+        readable_log_axis(ax.xaxis)
+    _suptitle(fig, f"Scaling  |  {setup}", 170)
+    return _save(fig, path)
 
 
 FIGURES = ("lena", "overlay", "cost", "scaling")

@@ -153,7 +153,7 @@ def _explanation(data: StudyData) -> Section:
 
 
 def _runs(data: StudyData) -> Section:
-    from batchlab.report.text import RUNS_CAPTION, run_columns, run_row
+    from batchlab.report.tables import RUNS_CAPTION, run_columns, run_row
 
     rows = [run_row(s, task=data.task) for s in data.summaries]
     return "runs", "Runs", _table(run_columns(data.task), rows, caption=RUNS_CAPTION)
@@ -163,7 +163,7 @@ def _grid(data: StudyData) -> Section | None:
     if len({(s.lr, s.seed) for s in data.summaries}) < 2:
         return None
     from batchlab.analysis.sweeps import best_lr_per_batch_size
-    from batchlab.report.text import GRID_CAPTION, grid_cell_text
+    from batchlab.report.tables import GRID_CAPTION, grid_cell_text
 
     cells = data.cells
     best = best_lr_per_batch_size(cells)

@@ -19,6 +19,7 @@ from plotly.subplots import make_subplots
 from batchlab.analysis.decimate import minmax_indices
 from batchlab.analysis.runs import RunSummary
 from batchlab.analysis.sweeps import mean_and_band
+from batchlab.report.colors import batch_size_colors
 
 LOSS_FLOOR = 1e-8
 """Losses are floored here for the log scale (as in the PNG figures)."""
@@ -111,7 +112,8 @@ def overlay_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str
     traces: list[dict[str, Any]] = []
     data: dict[str, list[tuple[list, list]]] = {key: [] for key, *_ in X_CHOICES}
     decimated = False
-    for i, ((b, lr), runs) in enumerate(sorted(groups.items())):
+    palette = batch_size_colors(b for b, _ in groups)
+    for (b, lr), runs in sorted(groups.items()):
         n = min(len(curves[r.run_id]["epoch"]) for r in runs)
         xs = {key: np.mean([curves[r.run_id][key][:n] for r in runs], axis=0) for key, *_ in X_CHOICES}
         name = (f"B = N = {b:,}" if b == n_train else f"B = {b:,}") + f", lr {lr:g}"
@@ -120,7 +122,7 @@ def overlay_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str
             mean, band = mean_and_band([curves[r.run_id][metric][:n] for r in runs])
             keep = minmax_indices(mean)
             decimated |= len(keep) < n
-            color = COLORS[i % len(COLORS)]
+            color = palette[b]
             group = f"{name} {metric}"
             if len(runs) > 1:
                 traces.append({"fill": "toself", "mode": "lines", "fillcolor": color, "opacity": 0.15, "line": {"width": 0},
@@ -169,7 +171,8 @@ def cost_figure(summaries: list[RunSummary], shown: list[RunSummary], *, n_train
     fig.add_trace(go.Scatter(x=sizes, y=[np.mean(per_update[b == v]) for v in sizes], mode="lines",
                              name="mean per batch size", showlegend=False, line={"color": COLORS[1]}), 1, 1)
     labels = [run_label(s, n_train).replace(", ", "<br>") for s in shown]
-    colors = [COLORS[i % len(COLORS)] for i in range(len(shown))]
+    palette = batch_size_colors(s.batch_size for s in shown)
+    colors = [palette[s.batch_size] for s in shown]
     for (row, col), values, fmt in (((1, 2), [s.wall_time_s for s in shown], "%{y:.3f} s"),
                                     ((2, 1), [s.total_updates for s in shown], "%{y:,}"),
                                     ((2, 2), [s.examples_seen for s in shown], "%{y:,}")):
@@ -189,7 +192,7 @@ def gns_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str, np
                b_crit: tuple[float, float, float] | None = None) -> go.Figure | None:
     """B_simple (with its interval where one was measured) against epoch, one line per run; the S(B) fit's
     B_crit (with its interval) as a horizontal line when given. None when no run has a finite B_simple."""
-    sizes = sorted({s.batch_size for s in summaries})
+    palette = batch_size_colors(s.batch_size for s in summaries)
     traces, values = [], []
     for s in summaries:
         c = curves[s.run_id]
@@ -204,7 +207,7 @@ def gns_figure(summaries: list[RunSummary], curves: Mapping[str, Mapping[str, np
         measured = np.isfinite(low) & np.isfinite(high)
         error = {"type": "data", "symmetric": False, "array": np.where(measured, high - y[ok], 0.0),
                      "arrayminus": np.where(measured, y[ok] - low, 0.0), "visible": bool((measured & (high > low)).any())}
-        color = COLORS[sizes.index(s.batch_size) % len(COLORS)]
+        color = palette[s.batch_size]
         traces.append(go.Scatter(x=np.asarray(c["epoch"])[ok], y=y[ok], error_y=error, mode="lines+markers",
                                  line={"color": color}, name=f"B_simple, {run_label(s, n_train)}"))
         values.append(y[ok])

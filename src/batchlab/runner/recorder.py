@@ -12,7 +12,7 @@ import numpy as np
 from batchlab.data.dataset import Dataset
 from batchlab.runner.plan import PlannedGroup
 from batchlab.runner.progress import Progress
-from batchlab.runner.tasks import EpochDone, GroupDone, GroupTask, Message
+from batchlab.runner.tasks import EpochDone, GroupDone, GroupTask, Measuring, Message
 from batchlab.spec import updates_per_epoch
 from batchlab.store.db import EpochRow, GroupCheckpoint, Store
 from batchlab.train.contract import Checkpoint, EpochRecord, Group
@@ -59,6 +59,10 @@ class Recorder:
     def handle(self, message: Message) -> None:
         if isinstance(message, EpochDone):
             self._epoch(message)
+        elif isinstance(message, Measuring):
+            tell = getattr(self.progress, "measuring", None)  # optional: older Progress objects lack it
+            if tell is not None:
+                tell(message.group_id, done=message.done, total=message.total, elapsed_s=message.elapsed_s)
         elif isinstance(message, GroupDone):
             self._done(message)
 

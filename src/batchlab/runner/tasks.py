@@ -1,5 +1,6 @@
 """What travels between the driver and wherever a group trains: the task (plain, picklable data) and the
-messages its training sends back (an :class:`EpochDone` per epoch, then a :class:`GroupDone`)."""
+messages its training sends back (an :class:`EpochDone` per epoch, :class:`Measuring` while the measurements
+after the last epoch run, then a :class:`GroupDone`)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ class EpochDone:
 
 
 @dataclass(frozen=True)
+class Measuring:
+    """Progress of the measurements after a group's last epoch (curvature): `done` of `total` units of work
+    (Hessian-vector products and trace estimates, over the group's replicas), `elapsed_s` since they began."""
+
+    group_id: str
+    done: int
+    total: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
 class GroupDone:
     group_id: str
     finished: bool
@@ -61,4 +73,4 @@ class GroupDone:
     end_metrics: list[dict[str, float]]
 
 
-Message = WorkerReady | WorkerError | EpochDone | GroupDone
+Message = WorkerReady | WorkerError | EpochDone | Measuring | GroupDone

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol
 
@@ -101,10 +102,22 @@ class GroupMeasurements:
         est = b_simple_two_batch(grads, b, n_train=n)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
-    def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool) -> list[dict]:
+    def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool,
+                        on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
         """Per replica: top Hessian eigenvalue (with its iteration count and whether Lanczos converged),
         Hessian trace (and its standard error), optionally epsilon-sharpness, on a fixed subsample of the
-        training set; {} for diverged replicas."""
+        training set; {} for diverged replicas. `on_progress(done, total)` is told after each unit of work
+        (:func:`end_of_training_units`, about a Hessian-vector product each); it does not
+        change what is computed."""
+        units = end_of_training_units(eps_sharpness and getattr(self.probes, "epsilon_sharpness", None) is not None)
+        total, done = units * int(np.sum(active)), 0
+
+        def tick(n: int = 1) -> None:
+            nonlocal done
+            done = min(done + n, total)
+            if on_progress is not None:
+                on_progress(done, total)
+
         n = self.data.n_train
         rows = np.random.default_rng(self.seed).permutation(n)[:CURVATURE_EXAMPLES] if n > CURVATURE_EXAMPLES \
             else np.arange(n)
@@ -118,22 +131,39 @@ class GroupMeasurements:
             params = self.probes.replica(stacked_params, i)
             theta = self.probes.flat_params(params)
             dim = int(np.prod(theta.shape))
-            top = lanczos_top_eigenvalue(partial(self.probes.hvp, theta, x=xd, y=yd), dim, iters=LANCZOS_ITERATIONS,
-                                         tol=LANCZOS_TOL, seed=self.seed)
+            start = done
+            hvp = partial(self.probes.hvp, theta, x=xd, y=yd)
+
+            def counted_hvp(v: np.ndarray, hvp: Callable[[np.ndarray], np.ndarray] = hvp) -> np.ndarray:
+                out = hvp(v)
+                tick()
+                return out
+
+            top = lanczos_top_eigenvalue(counted_hvp, dim, iters=LANCZOS_ITERATIONS, tol=LANCZOS_TOL, seed=self.seed)
+            tick(max(start + LANCZOS_ITERATIONS - done, 0))  # converged early: the rest of its budget is done
             if not top.converged:
                 warnings.warn(f"curvature: the top Hessian eigenvalue did not converge in {top.iterations} Lanczos "
                               f"steps (estimate {top.eigenvalue:.4g}, stored with top_eigenvalue_converged = 0)",
                               CurvatureWarning, stacklevel=2)
             trace = hutchinson_trace(partial(self.probes.quadratic_forms, theta, x=xd, y=yd), dim,
                                      samples=TRACE_SAMPLES, seed=self.seed)
+            tick(TRACE_SAMPLES)
             metrics = {"top_eigenvalue": top.eigenvalue, "top_eigenvalue_iterations": float(top.iterations),
                        "top_eigenvalue_converged": float(top.converged), "hessian_trace": trace.mean,
                        "hessian_trace_stderr": trace.stderr, "curvature_examples": float(len(rows))}
             sharpness = getattr(self.probes, "epsilon_sharpness", None)
             if eps_sharpness and sharpness is not None:
                 metrics["eps_sharpness"] = sharpness(params, x, y, epsilon=EPSILON)
+                tick()
             out.append(metrics)
         return out
+
+
+def end_of_training_units(eps_sharpness: bool) -> int:
+    """Units of work :meth:`GroupMeasurements.end_of_training` reports per replica, each about one Hessian-vector
+    product: at most LANCZOS_ITERATIONS for Lanczos, TRACE_SAMPLES for the trace, and one for epsilon-sharpness
+    if asked."""
+    return LANCZOS_ITERATIONS + TRACE_SAMPLES + int(eps_sharpness)
 
 
 def microbatch_index(n: int, *, microbatch_size: int, k: int, seed: int) -> np.ndarray:
