@@ -217,12 +217,12 @@ def default_out() -> Path:
     return out
 
 
-def _console(stderr: bool = False):
+def _console():
     from rich.console import Console
 
     # Rich lays out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS), 80 with none: a table's
     # row stays one line and a paragraph wraps at words, also when the output goes to a file.
-    return Console(stderr=stderr, highlight=False)
+    return Console(highlight=False)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
