@@ -217,12 +217,14 @@ def default_out() -> Path:
     return out
 
 
-def _console():
+def _console(*, piped_width: int | None = None):
+    """stdout. `batchlab run`/`show` lay out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS),
+    80 with none, also when stdout is a file (their tables keep each row on one line); `piped_width` instead
+    fixes the width when stdout is not a terminal (diagnose's tables, whose cells wrap)."""
     from rich.console import Console
 
-    # Rich lays out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS), 80 with none: a table's
-    # row stays one line and a paragraph wraps at words, also when the output goes to a file.
-    return Console(highlight=False)
+    width = None if piped_width is None or sys.stdout.isatty() else piped_width
+    return Console(highlight=False, width=width)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -358,7 +360,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(diagnosis_document(histories, result), indent=2))
         return 0
-    console = _console()
+    console = _console(piped_width=200)
     for h, noise, rank in zip(histories, result.noise, result.ranks, strict=True):
         console.print(curve_table(h, noise, rank=rank, n_curves=len(histories), n_tied=result.ranks.count(rank)))
         console.print()
