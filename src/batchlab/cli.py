@@ -303,15 +303,17 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
     results = StudyResults.load(directory)
     console = _console()
     print_tables(console, results.tables(width=console.width, wide=wide, plain=not console.is_terminal))
+    # paths below are never wrapped (they are copied and pasted)
     console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()
     if figures:
         paths = results.write_figures()
-        console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}")
+        console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}", soft_wrap=True, markup=False)
         from batchlab.report.html import write_report
 
-        console.print(f"Report: {write_report(results)}")
-    console.print(f"Study: {directory} (batchlab show {directory}; batchlab export {directory} --to DIR)")
+        console.print(f"Report: {write_report(results)}", soft_wrap=True, markup=False)
+    console.print(f"Study: {directory}", soft_wrap=True, markup=False)
+    console.print("(batchlab show DIR prints this again; batchlab export DIR --to OUT writes its tables)", markup=False)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
