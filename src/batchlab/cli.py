@@ -220,12 +220,14 @@ def default_out() -> Path:
     return out
 
 
-def _console(stderr: bool = False):
+def _console(*, piped_width: int | None = None):
+    """stdout. `batchlab run`/`show` lay out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS),
+    80 with none, also when stdout is a file (their tables keep each row on one line); `piped_width` instead
+    fixes the width when stdout is not a terminal (diagnose's tables, whose cells wrap)."""
     from rich.console import Console
 
-    # Rich lays out for the terminal's width (any of stdin, stdout, stderr; $COLUMNS), 80 with none: a table's
-    # row stays one line and a paragraph wraps at words, also when the output goes to a file.
-    return Console(stderr=stderr, highlight=False)
+    width = None if piped_width is None or sys.stdout.isatty() else piped_width
+    return Console(highlight=False, width=width)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -304,15 +306,17 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
     results = StudyResults.load(directory)
     console = _console()
     print_tables(console, results.tables(width=console.width, wide=wide, plain=not console.is_terminal))
+    # paths below are never wrapped (they are copied and pasted)
     console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()
     if figures:
         paths = results.write_figures()
-        console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}")
+        console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}", soft_wrap=True, markup=False)
         from batchlab.report.html import write_report
 
-        console.print(f"Report: {write_report(results)}")
-    console.print(f"Study: {directory} (batchlab show {directory}; batchlab export {directory} --to DIR)")
+        console.print(f"Report: {write_report(results)}", soft_wrap=True, markup=False)
+    console.print(f"Study: {directory}", soft_wrap=True, markup=False)
+    console.print("(batchlab show DIR prints this again; batchlab export DIR --to OUT writes its tables)", markup=False)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -370,7 +374,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(diagnosis_document(histories, result), indent=2))
         return 0
-    console = _console()
+    console = _console(piped_width=200)
     for h, noise, rank in zip(histories, result.noise, result.ranks, strict=True):
         console.print(curve_table(h, noise, rank=rank, n_curves=len(histories), n_tied=result.ranks.count(rank)))
         console.print()
