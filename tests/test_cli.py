@@ -244,7 +244,7 @@ def test_run_help_shows_examples(tmp_path):
     p = cli("run", "--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == ""
     assert "examples:" in p.stdout
-    assert "batchlab run --batch-sizes 1,8,64,full" in p.stdout
+    assert "batchlab run --dataset digits --batch-sizes 1,8,64,full" in p.stdout  # the default is moons (issue 10)
     assert "batchlab run --config study.toml" in p.stdout
     for flag in ("--dataset", "--batch-sizes", "--lr", "--epochs", "--seeds", "--config", "--out", "--device"):
         assert flag in p.stdout
