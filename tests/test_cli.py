@@ -125,7 +125,8 @@ BAD: list[Bad] = [
               allowed="allowed: finite numbers", files={"d.csv": csv_text("a,b,label", *GOOD_ROWS, "nan,1.0,dog")},
               late=True),
     *run_case("csv-empty-cell", "--dataset", "d.csv", "--target", "label", field_="dataset",
-              allowed="allowed: numbers", files={"d.csv": csv_text("a,b,label", *GOOD_ROWS, "0.7,,dog")}, late=True),
+              allowed="has a missing value (an empty cell) on line", files={"d.csv": csv_text("a,b,label", *GOOD_ROWS,
+                                                                                               "0.7,,dog")}, late=True),
     *run_case("csv-non-numeric", "--dataset", "d.csv", "--target", "label", field_="dataset",
               allowed="allowed: numbers", files={"d.csv": csv_text("a,b,label", *GOOD_ROWS, "0.7,high,dog")},
               late=True),
@@ -133,7 +134,12 @@ BAD: list[Bad] = [
               allowed="allowed: at least two classes",
               files={"d.csv": csv_text("a,b,label", *(r.replace("dog", "cat") for r in GOOD_ROWS))}, late=True),
     *run_case("csv-missing-file", "--dataset", "nothere.csv", "--target", "label", field_="dataset",
-              allowed="the path of an existing CSV file", late=True),
+              allowed="the path of an existing CSV file"),
+    *run_case("csv-missing-file-first", "--dataset", "nothere.csv", field_="dataset",  # before: "--target needed"
+              allowed="the path of an existing CSV file"),
+    *run_case("csv-two-rows", "--dataset", "d.csv", "--target", "label", field_="dataset",
+              allowed="allowed: at least 2 training and 1 test example", files={"d.csv": "a,b,label\n1,2,0\n3,4,1\n"},
+              late=True),
     *run_case("target-with-builtin", "--dataset", "iris", "--target", "label", field_="target",
               allowed="only with a CSV, Parquet or NPZ dataset"),
     *run_case("csv-without-target", "--dataset", "d.csv", field_="target", allowed="the target column",
@@ -256,6 +262,23 @@ def test_show_and_export_help_show_an_example(command, tmp_path):
     p = cli(command, "--help", cwd=tmp_path)
     assert p.returncode == 0 and p.stderr == ""
     assert f"batchlab {command} runs/" in p.stdout
+
+
+def test_version_prints_the_package_version(tmp_path):
+    from batchlab import __version__
+
+    p = cli("--version", cwd=tmp_path)
+    assert p.returncode == 0 and p.stdout == f"batchlab {__version__}\n" and p.stderr == ""
+
+
+@pytest.mark.parametrize(("argv", "prog", "unknown"), [(["run", "--frobnicate"], "batchlab run", "--frobnicate"),
+                                                       (["show", "somewhere", "--frob", "1"], "batchlab show", "--frob 1"),
+                                                       (["--frobnicate"], "batchlab", "--frobnicate")])
+def test_an_unknown_flag_points_at_its_subcommands_help(argv, prog, unknown, tmp_path):
+    p = cli(*argv, cwd=tmp_path)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr == f"{prog}: error: unrecognized arguments: {unknown} (see {prog} --help)\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_console_script_help(tmp_path):
