@@ -95,6 +95,15 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--gns-every": ("gns_every", "measure the noise scale every K epochs (default 10; also epoch 0 and the last)"),
     "--sharpness": ("sharpness", "top Hessian eigenvalue and trace at the end: true (default) or false"),
     "--eps-sharpness": ("eps_sharpness", "also Keskar et al.'s epsilon-sharpness: false (default) or true"),
+    # schedules (issue 14)
+    "--lr-schedule": ("lr_schedule", "constant (default), step (x --lr-gamma at each milestone), cosine or linear"),
+    "--lr-milestones": ("lr_milestones", "step: epochs after which the rate is multiplied by --lr-gamma, e.g. 10,20"),
+    "--lr-gamma": ("lr_gamma", "step: the rate's factor at each milestone (default 0.1, as PyTorch's MultiStepLR)"),
+    "--batch-size-milestones": ("batch_size_milestones", ("epochs after which the batch size is multiplied by "
+                                                          "--batch-size-gamma, e.g. 10,20 (Smith et al. 2018)")),
+    "--batch-size-gamma": ("batch_size_gamma", "the batch size's factor at each milestone (default 2)"),
+    "--batch-size-schedule": ("batch_size_schedule", ("instead of the factor: the batch size after each milestone, "
+                              "e.g. 64,256")),
 }
 
 

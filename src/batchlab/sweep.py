@@ -22,9 +22,13 @@ from batchlab.errors import invalid
 from batchlab.spec import CONSTRAINTS, StudySpec, build_spec
 
 AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
-        "model")
+        "model", "lr_schedule", "lr_milestones", "lr_gamma", "batch_size_milestones", "batch_size_gamma",
+        "batch_size_schedule")
 """Fields that may take a list of values in a sweep file."""
 
+
+LIST_VALUED = ("hidden", "lr_milestones", "batch_size_milestones", "batch_size_schedule")
+"""Fields whose one value is a list: only a list of lists (or of strings) makes them an axis."""
 
 MAX_AXIS_VALUES = 1_000
 """Values one axis may take (a list, or a log_range's count)."""
@@ -68,8 +72,8 @@ def _is_axis(name: str, raw: Any) -> bool:
         return True
     if not isinstance(raw, list | tuple):
         return False
-    if name == "hidden":  # a list of ints is one value (layer widths); a list of lists or strings is an axis
-        return all(isinstance(v, list | tuple | str) for v in raw)
+    if name in LIST_VALUED:  # a list of ints is one value (layer widths, milestones); a list of lists is an axis
+        return bool(raw) and all(isinstance(v, list | tuple | str) for v in raw)
     return True
 
 

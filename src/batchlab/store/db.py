@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, updates INTEGER NOT NULL,
     examples_seen INTEGER NOT NULL, wall_time_s REAL NOT NULL, train_loss REAL, train_acc REAL,
     test_loss REAL, test_acc REAL, b_simple REAL, b_simple_low REAL, b_simple_high REAL, grad_sq_norm REAL,
-    trace_sigma REAL, PRIMARY KEY (run_id, epoch)
+    trace_sigma REAL, batch_size INTEGER, lr REAL, PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id), name TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, name)
@@ -77,8 +77,14 @@ CREATE TABLE IF NOT EXISTS steps (
 EVAL_FIELDS = ("step", "examples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
 """Evaluations between epoch ends (`eval_every_steps`): at update `step`, after `examples_seen` examples."""
 EPOCH_FIELDS = ("epoch", "updates", "examples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss",
-                "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma")
-"""Per-epoch fields; the last five (the gradient noise scale) are NaN at epochs where it was not measured."""
+                "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma",
+                "batch_size", "lr")
+"""Per-epoch fields; the five of the gradient noise scale are NaN at epochs where it was not measured;
+`batch_size` and `lr` are those in force that epoch (they change under schedules; the rate at the epoch's last
+update)."""
+SCHEDULE_EPOCH_COLUMNS = {"batch_size": ("INTEGER", "batch_size"), "lr": ("REAL", "lr")}
+"""Epochs columns added with schedules (issue 14): column -> (SQL type, the runs column older stores fall back
+to, where they were constant)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,10 @@ class EpochRow:
     """(b_simple, b_simple_low, b_simple_high, grad_sq_norm, trace_sigma) when measured at this epoch."""
     evals: np.ndarray | None = None
     """(n, 6) evaluations between this epoch's ends, columns EVAL_FIELDS, when there were any."""
+    batch_size: int | None = None
+    """The batch size in force this epoch (None: the run's)."""
+    lr: float | None = None
+    """The rate in force at this epoch's last update (None: the run's)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -316,6 +326,14 @@ class Store:
         missing = [t for t in TABLES if t not in tables]
         if missing:
             raise sqlite3.DatabaseError(f"no table {missing[0]!r}")
+        if write:  # a study written before schedules gains their epochs columns (NULL: the run's values)
+            have = self._epoch_columns()
+            for name, (kind, _) in SCHEDULE_EPOCH_COLUMNS.items():
+                if name not in have:
+                    self._con.execute(f"ALTER TABLE epochs ADD COLUMN {name} {kind}")
+
+    def _epoch_columns(self) -> set[str]:
+        return {r[1] for r in self._con.execute("PRAGMA table_info(epochs)")}
 
     def close(self) -> None:
         self._con.close()
@@ -384,10 +402,12 @@ class Store:
                                   (checkpoint.group_id, checkpoint.epoch, checkpoint.wall_time_s,
                                    _npz_bytes(checkpoint.arrays())))
             self._con.executemany(
-                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES "
+                f"({', '.join('?' * (1 + len(EPOCH_FIELDS)))})",
                 [(r.run_id, r.epoch, r.updates, r.examples_seen, r.wall_time_s, _real(r.train_loss),
                   _real(r.train_acc), _real(r.test_loss), _real(r.test_acc),
-                  *(_real(v) for v in (r.gns or (np.nan,) * 5))) for r in rows])
+                  *(_real(v) for v in (r.gns or (np.nan,) * 5)), None if r.batch_size is None else int(r.batch_size),
+                  None if r.lr is None else _real(r.lr)) for r in rows])
             self._con.executemany(
                 f"INSERT INTO evals (run_id, {', '.join(EVAL_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(r.run_id, int(e[0]), int(e[1]), *(_real(v) for v in e[2:])) for r in rows
@@ -488,9 +508,13 @@ class Store:
     @_reading
     def epochs(self, run_id: str) -> dict[str, np.ndarray]:
         """Per-epoch records of one run as arrays keyed by field name (missing values are NaN)."""
-        rows = self._con.execute(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch",
-                                 (run_id,)).fetchall()
-        counts = ("epoch", "updates", "examples_seen")
+        have = self._epoch_columns()
+        columns = [(f"COALESCE(e.{f}, r.{SCHEDULE_EPOCH_COLUMNS[f][1]})" if f in have else
+                    f"r.{SCHEDULE_EPOCH_COLUMNS[f][1]}") if f in SCHEDULE_EPOCH_COLUMNS else f"e.{f}"
+                   for f in EPOCH_FIELDS]
+        rows = self._con.execute(f"SELECT {', '.join(columns)} FROM epochs e JOIN runs r ON r.run_id = e.run_id "
+                                 "WHERE e.run_id=? ORDER BY e.epoch", (run_id,)).fetchall()
+        counts = ("epoch", "updates", "examples_seen", "batch_size")
         return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
                 for i, f in enumerate(EPOCH_FIELDS)}
 

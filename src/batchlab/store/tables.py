@@ -8,7 +8,8 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
-  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured.
+  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured; ``batch_size``
+  and ``lr`` are those in force that epoch (they change under schedules).
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
 - evals: the evaluations between epoch ends (``run_id`` + ``EVAL_FIELDS``: ``step``, ``examples_seen``, train
@@ -47,7 +48,7 @@ NULLABLE_INTEGERS = ("diverged_epoch",)
 """Integer columns that may be missing: lists of int or None (pandas Int64, Arrow int64 with nulls)."""
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
-_INTEGER_FIELDS = ("epoch", "updates", "examples_seen")
+_INTEGER_FIELDS = ("epoch", "updates", "examples_seen", "batch_size")
 
 Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
