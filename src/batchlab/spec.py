@@ -139,6 +139,9 @@ class StudySpec:
     batch_size_schedule: tuple[int, ...] | None = None
     """The explicit list form: the batch size in force after each of `batch_size_milestones` (one per
     milestone), instead of `batch_size_gamma`."""
+    checkpoint_every: int | None = None
+    """Keep the full training state (parameters and optimizer state) of every run at epoch 0 and every this many
+    epochs, compressed in study.db (`batchlab branch` starts from them). None: only the resume checkpoint."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -244,24 +247,29 @@ class Schedule:
 
 
 NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness",
-                 "eval_every_steps")
+                 "eval_every_steps", "checkpoint_every")
 """Fields that do not change what a run computes (or that the id states separately)."""
 
 
 def run_id(spec: StudySpec, *, batch_size: int, seed_index: int) -> str:
     """A readable, content-derived id: the same spec, batch size and seed always name the same run."""
     content = {k: v for k, v in spec.to_dict().items() if k not in NOT_IN_RUN_ID}
-    for name, default in _LATER_DEFAULTS.items():  # fields added later name the same runs at their defaults
-        if content.get(name) == default:
-            content.pop(name)
+    content = drop_later_defaults(content)
     content.update(batch_size=batch_size, init_seed=spec.seed + seed_index, order_seed=spec.order_seed + seed_index)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     return f"bs{batch_size}-seed{spec.seed + seed_index}-{digest}"
 
 
 _LATER_DEFAULTS: dict[str, Any] = {"lr_schedule": "constant", "lr_milestones": [], "lr_gamma": 0.1,
-                                   "batch_size_milestones": [], "batch_size_gamma": 2.0, "batch_size_schedule": None}
+                                   "batch_size_milestones": [], "batch_size_gamma": 2.0, "batch_size_schedule": None,
+                                   "checkpoint_every": None}
 """Fields added after run ids were first pinned (tests/test_golden.py), with their defaults (as in to_dict)."""
+
+
+def drop_later_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the fields added later that hold their defaults: run ids and sweep fingerprints of
+    studies made before those fields existed stay the same."""
+    return {k: v for k, v in values.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -452,6 +460,8 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "gns_every": _int_in(1, 1_000_000),
     "sharpness": _bool(),
     "eps_sharpness": _bool(),
+    "checkpoint_every": (lambda v: None if v is None else _int_in(1, 1_000_000)[0](v),
+                         "an integer >= 1 (epochs between kept training states)"),
     "lr_schedule": _choice("constant", "step", "cosine", "linear"),
     "lr_milestones": (lambda v: _milestones(v), "increasing epochs >= 1 separated by commas, e.g. 10,20"),
     "lr_gamma": _float_in(0.0, FLOAT32_MAX, open_lo=True),

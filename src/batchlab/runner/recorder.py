@@ -69,10 +69,14 @@ class Recorder:
                          r.lr if rec.lrs is None else float(rec.lrs[i]))
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
+        every = g.point.checkpoint_every
+        kept = {r.run_id: [leaf[i] for leaf in cp.leaves] for i, r in enumerate(g.runs) if rec.active[i]} \
+            if cp is not None and every and rec.epoch % every == 0 else None
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
                                compile_time_s=m.compile_time_s,
                                checkpoint=None if cp is None else
-                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
+                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves),
+                               kept=kept)
         self.last_epoch[m.group_id] = rec.epoch
         if self.progress and rec.epoch > 0:
             self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,

@@ -3,7 +3,8 @@
 Every tabular view of a study is built here, so they all agree: the CSV and Parquet exports, and the pandas and
 polars DataFrames of :class:`batchlab.results.StudyResults`.
 
-- runs: one row per run (``RUN_FIELDS``, then ``CURVATURE_FIELDS``); ``versions`` and ``config`` are JSON strings
+- runs: one row per run (``RUN_FIELDS``, the branch columns ``parent_run_id``, ``branch_epoch``, ``multiplier``
+  (missing for runs that are not branches of ``batchlab branch``), then ``CURVATURE_FIELDS``); ``versions`` and ``config`` are JSON strings
   (keys sorted); ``wall_time_s`` is training time without compilation; the curvature at the end of training
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
@@ -44,7 +45,7 @@ CURVATURE_FIELDS = {"hessian_top_eigenvalue": "top_eigenvalue", "hessian_trace":
                     "hessian_iterations": "top_eigenvalue_iterations"}
 """Runs-table column -> the end-of-training measurement (`Store.run_metrics` name) it holds."""
 
-NULLABLE_INTEGERS = ("diverged_epoch",)
+NULLABLE_INTEGERS = ("diverged_epoch", "branch_epoch")
 """Integer columns that may be missing: lists of int or None (pandas Int64, Arrow int64 with nulls)."""
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
@@ -69,6 +70,9 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
             columns[field] = [None if v is None else int(v) for v in values]
         else:
             columns[field] = np.array(values, np.int64)
+    columns["parent_run_id"] = [r.get("parent_run_id") for r in runs]
+    columns["branch_epoch"] = [None if r.get("branch_epoch") is None else int(r["branch_epoch"]) for r in runs]
+    columns["multiplier"] = np.array([np.nan if r.get("multiplier") is None else r["multiplier"] for r in runs], float)
     metrics = metrics or {}
     for column, name in CURVATURE_FIELDS.items():
         columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)

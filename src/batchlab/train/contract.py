@@ -47,6 +47,9 @@ class Group:
     in force by the replica's scaling rule, times the schedule's factor."""
     epochs: int = 0
     """With a schedule: the run's epochs (cosine and linear decay over them)."""
+    branch_from: tuple[int, int] | None = None
+    """A branch (`batchlab branch`): (the parent's epoch it starts from, the parent's updates by then). Its
+    state comes from the parent's kept checkpoint, with this group's rates in place of the parent's."""
 
     @property
     def n_replicas(self) -> int:
@@ -189,6 +192,9 @@ class GroupRun:
     def updates_through(self, epoch: int) -> int:
         """Optimizer updates after `epoch` epochs: the real ones under a batch-size schedule."""
         g = self.group
+        if g is not None and g.branch_from is not None:
+            start, before = g.branch_from
+            return before + (epoch - start) * self.steps_per_epoch
         if g is None or g.schedule is None:
             return epoch * self.steps_per_epoch
         return g.schedule.updates_through(epoch)
@@ -211,11 +217,12 @@ class GroupRun:
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False,
-                    checkpoint_every_s: float | None = None) -> Iterator[EpochRecord]:
+                    checkpoint_every_s: float | None = None, keep_every: int = 0) -> Iterator[EpochRecord]:
         """Yield epoch 0 (before any update; skipped when resuming) and each epoch after, up to `epochs`.
         `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record;
         `checkpoint_every_s` instead attaches one at most every that many seconds and to the record of the epoch
-        where a stop request is honoured (so a stopped group can continue exactly). Afterwards `finished` is False
+        where a stop request is honoured (so a stopped group can continue exactly); `keep_every` > 0 also attaches
+        one at epoch 0 and every that many epochs (the states `checkpoint_every` keeps). Afterwards `finished` is False
         if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
         backend = self.backend
         self.finished = False
@@ -231,7 +238,8 @@ class GroupRun:
         def snapshot(epoch: int, wall: float, state: Any, *, stopping: bool = False) -> Checkpoint | None:
             nonlocal last_snapshot
             due = checkpoint_every_s is not None and (stopping or time.perf_counter() - last_snapshot >= checkpoint_every_s)
-            if not (checkpoints or due):
+            kept = keep_every > 0 and epoch % keep_every == 0
+            if not (checkpoints or due or kept):
                 return None
             last_snapshot = time.perf_counter()
             return Checkpoint(epoch, wall, backend.leaves(state), active.copy())

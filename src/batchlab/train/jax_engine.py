@@ -166,6 +166,8 @@ class JaxBackend:
             if resume is not None:
                 treedef = jax.tree_util.tree_structure((params, opt_state))
                 params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in resume.leaves])
+                if g.branch_from is not None:  # a branch trains at its own rate from the parent's state
+                    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr_to})
             self._per_replica = (jnp.asarray(g.order_seeds, jnp.uint32), lr_from, lr_to)
         return params, opt_state
 
