@@ -368,6 +368,11 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
         console.print()
     console.print(results.explanation(target_metric=target_metric, target=target))
     console.print()
+    if results.branches:  # `batchlab branch` ran: the critical batch size over training
+        from batchlab.analysis.cbs import cbs_text
+
+        console.print(cbs_text(results), markup=False)
+        console.print()
     if figures:
         paths = results.write_figures()
         console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}")

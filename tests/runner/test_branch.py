@@ -67,7 +67,7 @@ def test_the_x1_branch_continues_its_parent_bit_for_bit_and_branches_are_runs_of
             if b["multiplier"] == 1:  # the parent's own program from the parent's own state: the same numbers
                 for field in ("updates", "train_loss", "test_loss", "train_acc", "test_acc"):
                     assert list(e[field]) == list(p[field][start + 1:start + 3]), field
-                epoch_of, losses = store.step_losses(b["run_id"])
+                _epoch_of, losses = store.step_losses(b["run_id"])
                 parent_epoch_of, parent_losses = store.step_losses(b["parent_run_id"])
                 assert losses.tobytes() == parent_losses[(parent_epoch_of > start) &
                                                          (parent_epoch_of <= start + 2)].tobytes()

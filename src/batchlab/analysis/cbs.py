@@ -89,23 +89,36 @@ def critical_batch_size_json(rows: Sequence[Mapping[str, Any]]) -> list[dict[str
              "cbs_low": r["cbs_low"], "cbs_high": r["cbs_high"]} for r in rows]
 
 
+def parents_b_simple(branches: Sequence[Mapping[str, Any]], epochs: Mapping[str, Mapping[str, np.ndarray]],
+                     at: Sequence[int]) -> dict[int, float]:
+    """The parents' B_simple (mean over parents where measured) at each epoch in `at` (NaN where unmeasured)."""
+    parents = sorted({b["parent_run_id"] for b in branches if b["parent_run_id"] in epochs})
+    out = {}
+    for e in at:
+        values = [float(np.asarray(epochs[p]["b_simple"], float)[list(epochs[p]["epoch"]).index(e)])
+                  for p in parents if "b_simple" in epochs[p] and e in list(epochs[p]["epoch"])]
+        finite = [v for v in values if np.isfinite(v)]
+        out[int(e)] = float(np.mean(finite)) if finite else float("nan")
+    return out
+
+
 def cbs_text(data: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> str:
     """Lines for `show` and `branch`: CBS(t) per branch point beside B_simple at that epoch of the parents
     (`data` a :class:`batchlab.study_data.StudyData`); '' without branches."""
     rows = critical_batch_sizes(data.branches, data.epochs, tolerance=tolerance)
     if not rows:
         return ""
-    parents = {b["parent_run_id"] for b in data.branches}
-    lines = [(f"Critical batch size over training (Merrill et al. 2025: the largest k x B whose smoothed training "
-             f"loss keeps within {tolerance:g} of every smaller batch at equal examples):"),
-             f"  {'epoch':>5}  {'B':>5}  {'CBS':>7}  {'seeds':>13}  {'B_simple':>9}  loss by k"]
+    b_simple = parents_b_simple(data.branches, data.epochs, [r["epoch"] for r in rows])
+    lines = ["Critical batch size over training (Merrill et al. 2025): the largest k x B whose",
+             f"smoothed training loss keeps within {tolerance:g} of every smaller batch at equal examples.",
+             f"  {'epoch':>5}  {'B':>5}  {'CBS':>6}  {'seed range':>11}  {'B_simple':>9}  window"]
     for r in rows:
-        b_simple = [float(np.asarray(data.epochs[p]["b_simple"])[list(data.epochs[p]["epoch"]).index(r["epoch"])])
-                    for p in parents if p in data.epochs and r["epoch"] in list(data.epochs[p]["epoch"])]
-        finite = [v for v in b_simple if np.isfinite(v)]
-        gns = f"{np.mean(finite):9.3g}" if finite else f"{'-':>9}"
+        gns = f"{b_simple[r['epoch']]:9.3g}" if np.isfinite(b_simple[r["epoch"]]) else f"{'-':>9}"
         interval = f"{r['cbs_low']}-{r['cbs_high']}" if r["seeds"] > 1 and r["cbs_low"] is not None else ""
         cbs = "-" if r["cbs"] is None else str(r["cbs"])
-        losses = " ".join(f"{k}:{v:.4f}" for k, v in zip(r["multipliers"], r["losses"]))
-        lines.append(f"  {r['epoch']:>5}  {r['base_batch_size']:>5}  {cbs:>7}  {interval:>13}  {gns}  {losses}")
+        lines.append(f"  {r['epoch']:>5}  {r['base_batch_size']:>5}  {cbs:>6}  {interval:>11}  {gns}  "
+                     f"{r['window_epochs']} ep")
+        losses = [f"x{k} {v:.4f}" for k, v in zip(r["multipliers"], r["losses"])]
+        for i in range(0, len(losses), 5):
+            lines.append("         loss " + "  ".join(losses[i:i + 5]))
     return "\n".join(lines)
