@@ -13,6 +13,8 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   and ``lr`` are those in force that epoch (they change under schedules).
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
+- critical_batch_size: CBS(t) per branch point of ``batchlab branch`` (empty without branches; the file exports
+  then leave it out).
 - evals: the evaluations between epoch ends (``run_id`` + ``EVAL_FIELDS``: ``step``, ``examples_seen``, train
   and test loss and metric), when the study asked for them (``eval_every_steps``); empty otherwise, and the
   file exports then leave it out.
@@ -36,7 +38,11 @@ from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
               "compile_time_s", "n_train", "device", "versions", "config")
-TABLE_NAMES = ("runs", "epochs", "steps", "evals")
+BRANCH_FIELDS = ("parent_run_id", "branch_epoch", "multiplier")
+"""Runs columns of branches (`batchlab branch`), after RUN_FIELDS; missing for runs that are not branches."""
+TABLE_NAMES = ("runs", "epochs", "steps", "evals", "critical_batch_size")
+OPTIONAL_TABLES = ("evals", "critical_batch_size")
+"""Tables the file exports leave out when they are empty (no evaluations between epoch ends; no branches)."""
 DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 """DataFrame library -> the batchlab extra that installs it."""
 
@@ -107,6 +113,20 @@ def steps_table(store: Store, run_ids: list[str]) -> Columns:
             "batch_loss": _concat([losses for _, losses in per_run], np.float64)}
 
 
+def critical_batch_size_table(store: Store, runs: list[dict[str, Any]]) -> Columns:
+    """CBS(t) of the study's branches (`batchlab branch`; see :mod:`batchlab.analysis.cbs`): one row per branch
+    point, columns epoch, base_batch_size, cbs, cbs_low, cbs_high (missing: NaN), seeds, window_epochs,
+    tolerance; empty without branches."""
+    from batchlab.analysis.cbs import critical_batch_sizes
+
+    branches = [r for r in runs if r.get("parent_run_id") is not None]
+    rows = critical_batch_sizes(branches, {b["run_id"]: store.epochs(b["run_id"]) for b in branches})
+    ints, floats = ("epoch", "base_batch_size", "seeds", "window_epochs"), ("cbs", "cbs_low", "cbs_high", "tolerance")
+    columns: Columns = {k: np.array([r[k] for r in rows], np.int64) for k in ints}
+    columns.update({k: np.array([np.nan if r[k] is None else r[k] for r in rows], float) for k in floats})
+    return columns
+
+
 def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
 
@@ -121,7 +141,8 @@ def read_tables(directory: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> 
         runs = store.runs()
         run_ids = [r["run_id"] for r in runs]
         build = {"runs": lambda: runs_table(runs, store.run_metrics()), "epochs": lambda: epochs_table(store, run_ids),
-                 "steps": lambda: steps_table(store, run_ids), "evals": lambda: evals_table(store, run_ids)}
+                 "steps": lambda: steps_table(store, run_ids), "evals": lambda: evals_table(store, run_ids),
+                 "critical_batch_size": lambda: critical_batch_size_table(store, runs)}
         return {name: build[name]() for name in names}
     finally:
         store.close()
