@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     branch.add_argument("--lr-rule", default="none", help="the branch's rate: none (default, the parent's), linear "
                         "(x k) or sqrt (x sqrt k)")
     branch.add_argument("--tolerance", default=None, help="CBS tolerance on the smoothed loss (default 0.01)")
+    branch.add_argument("--schedule-out", default=None, metavar="FILE", help="also write a batch-size warmup built "
+                        "from CBS(t) as a study file (batchlab run --config FILE)")
     branch.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
     branch.add_argument("--executor", default="local", help="local (default) or ray")
     branch.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
@@ -304,8 +306,27 @@ def cmd_branch(args: argparse.Namespace) -> int:
         print(f"Not finished: the branches trained so far are kept in {args.dir}; the same command continues.",
               file=sys.stderr)
         return stop.exit_code or 1
-    print(cbs_text(StudyData.load(args.dir), tolerance=tolerance))
+    data = StudyData.load(args.dir)
+    print(cbs_text(data, tolerance=tolerance))
+    if args.schedule_out:
+        _write_schedule(data, Path(args.schedule_out), tolerance=tolerance, lr_rule=args.lr_rule)
     return 0
+
+
+def _write_schedule(data, path: Path, *, tolerance: float, lr_rule: str) -> None:
+    """The warmup study file from CBS(t) (see `batchlab.analysis.cbs.warmup_schedule`)."""
+    from batchlab.analysis.cbs import critical_batch_sizes, schedule_study, warmup_schedule
+    from batchlab.store.db import check_outside_study
+
+    check_outside_study("schedule_out", path, data.directory)
+    rows = critical_batch_sizes(data.branches, data.epochs, tolerance=tolerance)
+    parent = next(s for s in data.summaries if s.run_id == data.branches[0]["parent_run_id"])
+    milestones, sizes = warmup_schedule(rows, parent.batch_size)
+    text = schedule_study(data.meta["spec"], milestones, sizes, base_batch_size=parent.batch_size, lr=parent.lr,
+                          lr_rule=lr_rule)
+    path.write_text(text)
+    print(f"Batch-size warmup from CBS(t): {parent.batch_size:,}"
+          + "".join(f" -> {b:,} after epoch {m}" for m, b in zip(milestones, sizes)) + f"; study file {path}")
 
 
 def _tolerance(text: str) -> float:

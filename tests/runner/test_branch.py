@@ -146,3 +146,26 @@ def test_branches_stay_out_of_the_ordinary_analysis(parent, tmp_path):
     data = StudyData.load(study)
     assert len(data.summaries) == 2 and len(data.branches) == 2
     assert np.all([b["branch_epoch"] == 5 for b in data.branches])
+
+
+@pytest.mark.slow
+def test_digits_critical_batch_size_does_not_fall_over_training_and_x1_from_epoch_5_is_the_parent(tmp_path):
+    # Issue 14's check: a B = 8 digits run with kept states, branched from epochs 1, 5 and 15 at 1..64 x B.
+    from batchlab.analysis.cbs import critical_batch_sizes
+    from batchlab.study_data import StudyData
+
+    study = tmp_path / "digits"
+    run_study(build_spec({"dataset": "digits", "batch_sizes": "8", "epochs": 15, "seeds": 2, "gns": "off",
+                          "sharpness": False, "device": "cpu", "checkpoint_every": 1}), study)
+    assert branch_study(study, from_epochs=(1, 5, 15), multipliers=(1, 2, 4, 8, 16, 32, 64), window_epochs=2,
+                        lr_rule="linear").completed
+    data = StudyData.load(study)
+    rows = critical_batch_sizes(data.branches, data.epochs)
+    assert [r["epoch"] for r in rows] == [1, 5, 15] and all(r["cbs"] is not None for r in rows)
+    cbs = [r["cbs"] for r in rows]
+    assert cbs == sorted(cbs), cbs
+    for b in data.branches:
+        if b["multiplier"] == 1 and b["branch_epoch"] == 5:
+            e, p = data.epochs[b["run_id"]], data.epochs[b["parent_run_id"]]
+            for field in ("train_loss", "test_loss", "train_acc", "test_acc", "updates"):
+                assert list(e[field]) == list(p[field][6:8]), field

@@ -122,3 +122,55 @@ def cbs_text(data: Any, *, tolerance: float = DEFAULT_TOLERANCE) -> str:
         for i in range(0, len(losses), 5):
             lines.append("         loss " + "  ".join(losses[i:i + 5]))
     return "\n".join(lines)
+
+
+def warmup_schedule(rows: Sequence[Mapping[str, Any]], base_batch_size: int) -> tuple[list[int], list[int]]:
+    """A batch-size warmup from CBS(t) (Merrill et al. 2025's rule): starting at `base_batch_size`, at each
+    branch epoch t (in order) double the batch while the measured CBS(t) is at least twice the current batch.
+    Returns (milestones, batch sizes after each) for `batch_size_milestones` and `batch_size_schedule`: the new
+    size applies from epoch t + 1 on. Branch points without a CBS change nothing."""
+    current, milestones, sizes = int(base_batch_size), list[int](), list[int]()
+    for r in sorted(rows, key=lambda r: r["epoch"]):
+        if r["cbs"] is None:
+            continue
+        new = current
+        while r["cbs"] >= 2 * new:
+            new *= 2
+        if new != current:
+            current = new
+            if milestones and milestones[-1] == max(int(r["epoch"]), 1):
+                sizes[-1] = new
+            else:
+                milestones.append(max(int(r["epoch"]), 1))
+                sizes.append(new)
+    return milestones, sizes
+
+
+def schedule_study(spec: Mapping[str, Any], milestones: Sequence[int], sizes: Sequence[int], *, base_batch_size: int,
+                   lr: float, lr_rule: str) -> str:
+    """A `batchlab run --config` TOML study file training `spec`'s setting with the warmup schedule: batch size
+    `base_batch_size` at first, the rate following the batch size by `lr_rule` (`none`, `linear`, `sqrt`)."""
+    keep = ("dataset", "model", "hidden", "activation", "optimizer", "momentum", "epochs", "seeds", "seed",
+            "order_seed", "test_fraction", "split_seed", "n_samples", "noise", "data_seed", "standardize")
+    values: dict[str, Any] = {k: spec[k] for k in keep if k in spec and spec[k] is not None}
+    values.update(batch_sizes=[int(base_batch_size)], lr=float(lr), lr_scaling=lr_rule,
+                  base_batch_size=int(base_batch_size), batch_size_milestones=[int(m) for m in milestones],
+                  batch_size_schedule=[int(b) for b in sizes])
+    if not milestones:
+        values.pop("batch_size_milestones")
+        values.pop("batch_size_schedule")
+    lines = ["# A batch-size warmup from the critical batch size measured by `batchlab branch` (Merrill et al.",
+             "# 2025): the batch doubles while CBS(t) is at least twice the current one; the rate follows it."]
+    for k, v in values.items():
+        lines.append(f"{k} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v)
