@@ -93,3 +93,28 @@ def test_seeds_give_an_interval_and_the_json_list_has_the_interface_keys():
     (item,) = critical_batch_size_json([row])
     assert set(item) >= {"epoch", "cbs", "base_batch_size"} and item["epoch"] == 3
     assert critical_batch_size_json([]) == []
+
+
+def test_the_warmup_doubles_while_cbs_is_at_least_twice_the_batch():
+    from batchlab.analysis.cbs import warmup_schedule
+
+    rows = [{"epoch": 0, "cbs": 12}, {"epoch": 2, "cbs": None}, {"epoch": 5, "cbs": 40}, {"epoch": 9, "cbs": 47},
+            {"epoch": 12, "cbs": 300}]
+    # 8 -> (12 < 16) stays; epoch 5: 16, 32 (40 < 64); epoch 9: 47 < 64 stays; epoch 12: 64, 128, 256
+    assert warmup_schedule(rows, 8) == ([5, 12], [32, 256])
+    assert warmup_schedule([{"epoch": 0, "cbs": 64}], 8) == ([1], [64])  # from initialisation: after epoch 1
+    assert warmup_schedule([], 8) == ([], [])
+
+
+def test_the_emitted_schedule_is_a_valid_study_file(tmp_path):
+    from batchlab.analysis.cbs import schedule_study
+    from batchlab.spec import build_spec, read_toml
+
+    path = tmp_path / "warmup.toml"
+    path.write_text(schedule_study({"dataset": "digits", "model": "mlp", "hidden": [64], "epochs": 12}, [1, 5],
+                                   [64, 128], base_batch_size=8, lr=0.03, lr_rule="linear"))
+    spec = build_spec(read_toml(path))
+    assert (spec.batch_sizes, spec.batch_size_milestones, spec.batch_size_schedule) == ((8,), (1, 5), (64, 128))
+    assert (spec.lr_scaling, spec.base_batch_size, spec.hidden, spec.epochs) == ("linear", 8, (64,), 12)
+    schedule = spec.schedule_for(8, 1437)
+    assert [schedule.batch_size_at(e) for e in (1, 2, 6)] == [8, 64, 128]
