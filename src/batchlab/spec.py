@@ -133,7 +133,9 @@ class StudySpec:
     batch_size_milestones: tuple[int, ...] = ()
     """Increasing epochs after which the batch size changes (Smith et al. 2018, "Don't decay the learning rate,
     increase the batch size"): times `batch_size_gamma`, or to the sizes of `batch_size_schedule`. The run
-    continues on the same data stream (each epoch is one pass of the same shuffling whatever the batch size)."""
+    continues on the same data stream (each epoch is one pass of the same shuffling whatever the batch size).
+    With `lr_scaling` linear or sqrt the rate follows the batch size in force (from `base_batch_size`); with
+    none it stays (Smith et al.'s experiment)."""
     batch_size_gamma: float = 2.0
     """The batch-size factor at each milestone; sizes round to the nearest integer in [1, N]."""
     batch_size_schedule: tuple[int, ...] | None = None

@@ -142,10 +142,32 @@ def test_branches_stay_out_of_the_ordinary_analysis(parent, tmp_path):
 
     study = tmp_path / "study"
     shutil.copytree(parent, study)
-    assert branch_study(study, from_epochs=(5,), multipliers=(1,), window_epochs=1).completed
+    assert branch_study(study, from_epochs=(5,), multipliers=(1, 2), window_epochs=1).completed
     data = StudyData.load(study)
-    assert len(data.summaries) == 2 and len(data.branches) == 2
+    assert len(data.summaries) == 2 and len(data.branches) == 4
     assert np.all([b["branch_epoch"] == 5 for b in data.branches])
+
+
+@pytest.mark.slow
+def test_cbs_reaches_show_the_report_and_the_exports(parent, tmp_path, capsys):
+    from batchlab.interop.export.csv import export_csv
+    from batchlab.report.html import render_report
+    from batchlab.study_data import StudyData
+
+    study = tmp_path / "study"
+    shutil.copytree(parent, study)
+    assert main(["branch", str(study), "--from-epochs", "2", "--multipliers", "1,2,4", "--window-epochs", "1",
+                 "--schedule-out", str(tmp_path / "warmup.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "Critical batch size over training" in out and "Batch-size warmup from CBS(t)" in out
+    assert max(len(line) for line in out.splitlines() if "loss x1" in line or "epoch" in line) <= 80
+    assert main(["show", str(study)]) == 0 and "Critical batch size over training" in capsys.readouterr().out
+    assert 'id="plot-cbs"' in render_report(StudyData.load(study))
+    paths = export_csv(study, tmp_path / "csv")
+    assert tmp_path / "csv" / "critical_batch_size.csv" in paths
+    lines = (tmp_path / "csv" / "critical_batch_size.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,base_batch_size,seeds,window_epochs,cbs") and len(lines) == 2
+    assert build_spec(__import__("tomllib").loads((tmp_path / "warmup.toml").read_text())).base_batch_size == 4
 
 
 @pytest.mark.slow

@@ -17,11 +17,11 @@ def backend_for(model: Any, data: Dataset, group: Group, *, optimizer: str, mome
     if model.backend == "torch":
         from batchlab.train.torch_engine import TorchBackend
 
-        if group.schedule is not None:
+        if group.schedule is not None or group.branch_from is not None:
             from batchlab.errors import invalid
 
-            raise invalid("lr_schedule", "a schedule", "constant rate and batch size for a PyTorch model (schedules "
-                          "run on the JAX engine)")
+            raise invalid("model", "a PyTorch model", "a JAX model for schedules and branches (constant rate and "
+                          "batch size for a PyTorch model)")
 
         return TorchBackend(model, data, group, optimizer, momentum, device, eval_every_steps)
     from batchlab.train.device import resolve_device
