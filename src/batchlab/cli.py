@@ -98,6 +98,17 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--gns-every": ("gns_every", "measure the noise scale every K epochs (default 10; also epoch 0 and the last)"),
     "--sharpness": ("sharpness", "top Hessian eigenvalue and trace at the end: true (default) or false"),
     "--eps-sharpness": ("eps_sharpness", "also Keskar et al.'s epsilon-sharpness: false (default) or true"),
+    "--checkpoint-every": ("checkpoint_every", ("keep the full training state every K epochs (and at epoch 0) in "
+                                                "study.db, for 'batchlab branch'")),
+    # schedules (issue 14)
+    "--lr-schedule": ("lr_schedule", "constant (default), step (x --lr-gamma at each milestone), cosine or linear"),
+    "--lr-milestones": ("lr_milestones", "step: epochs after which the rate is multiplied by --lr-gamma, e.g. 10,20"),
+    "--lr-gamma": ("lr_gamma", "step: the rate's factor at each milestone (default 0.1, as PyTorch's MultiStepLR)"),
+    "--batch-size-milestones": ("batch_size_milestones", ("epochs after which the batch size is multiplied by "
+                                                          "--batch-size-gamma, e.g. 10,20 (Smith et al. 2018)")),
+    "--batch-size-gamma": ("batch_size_gamma", "the batch size's factor at each milestone (default 2)"),
+    "--batch-size-schedule": ("batch_size_schedule", ("instead of the factor: the batch size after each milestone, "
+                              "e.g. 64,256")),
 }
 
 
@@ -142,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--wide", action="store_true", help=WIDE_HELP)
     resume.add_argument("--no-figures", action="store_true", help="skip writing PNG figures")
     resume.add_argument("--wait", action="store_true", help="if another batchlab process writes DIR, wait for it")
+    branch = sub.add_parser("branch", help="measure the critical batch size over training: branch a finished "
+                            "study's kept states at k x B (Merrill et al. 2025)",
+                            epilog="example:\n  batchlab run --batch-sizes 8 --epochs 20 --checkpoint-every 1 --out "
+                            "runs/b8\n  batchlab branch runs/b8 --from-epochs 1,5,15 --multipliers 1,2,4,8,16,32,64 "
+                            "--window-epochs 2", formatter_class=argparse.RawDescriptionHelpFormatter)
+    branch.add_argument("dir", help="a study trained with --checkpoint-every K")
+    branch.add_argument("--from-epochs", required=True, help="epochs to branch from, e.g. 1,5,15 (states kept there)")
+    branch.add_argument("--multipliers", required=True, help="batch-size multipliers k, e.g. 1,2,4,8 (1 is the "
+                        "reference branch)")
+    branch.add_argument("--window-epochs", default=None, help="epochs each branch trains")
+    branch.add_argument("--window-examples", default=None, help="instead: at least this many examples (whole epochs)")
+    branch.add_argument("--lr-rule", default="none", help="the branch's rate: none (default, the parent's), linear "
+                        "(x k) or sqrt (x sqrt k)")
+    branch.add_argument("--tolerance", default=None, help="CBS tolerance on the smoothed loss (default 0.01)")
+    branch.add_argument("--schedule-out", default=None, metavar="FILE", help="also write a batch-size warmup built "
+                        "from CBS(t) as a study file (batchlab run --config FILE)")
+    branch.add_argument("--workers", default="1", help="local worker processes, one pinned core each (default 1)")
+    branch.add_argument("--executor", default="local", help="local (default) or ray")
+    branch.add_argument("--address", default=None, help="Ray cluster address HOST:PORT (default: start a local one)")
+    branch.add_argument("--wait", action="store_true", help="if another batchlab process writes DIR, wait for it")
     show = sub.add_parser("show", help="print the table and explanation of a study again",
                           epilog="example:\n  batchlab show runs/20261125-101500",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,6 +291,78 @@ def cmd_resume(args: argparse.Namespace) -> int:
                                                        address=args.address, wait=args.wait, **kw))
 
 
+def _int_list(field: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise BatchlabError(f"{field}: got {text!r}; allowed: integers separated by commas, e.g. 1,2,4") from None
+
+
+def _optional_int(field: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise BatchlabError(f"{field}: got {text!r}; allowed: an integer >= 1") from None
+
+
+def cmd_branch(args: argparse.Namespace) -> int:
+    """Train the branches, then print the critical batch size at each branch point."""
+    from batchlab.analysis.cbs import DEFAULT_TOLERANCE, cbs_text
+    from batchlab.runner.branch import branch_study
+    from batchlab.runner.interrupt import stop_on_interrupt
+    from batchlab.runner.progress import default_progress
+    from batchlab.study_data import StudyData
+
+    from_epochs, multipliers = _int_list("from_epochs", args.from_epochs), _int_list("multipliers", args.multipliers)
+    tolerance = DEFAULT_TOLERANCE if args.tolerance is None else _tolerance(args.tolerance)
+    workers = _workers(args)
+    with stop_on_interrupt() as stop, default_progress() as progress:
+        result = branch_study(args.dir, from_epochs=from_epochs, multipliers=multipliers,
+                              window_epochs=_optional_int("window_epochs", args.window_epochs),
+                              window_examples=_optional_int("window_examples", args.window_examples),
+                              lr_rule=args.lr_rule, wait=args.wait, workers=workers, executor=args.executor,
+                              address=args.address, progress=progress, should_stop=stop)
+    for line in result.failures:
+        print(f"batchlab branch: error: {line}", file=sys.stderr)
+    if not result.completed:
+        print(f"Not finished: the branches trained so far are kept in {args.dir}; the same command continues.",
+              file=sys.stderr)
+        return stop.exit_code or 1
+    data = StudyData.load(args.dir)
+    print(cbs_text(data, tolerance=tolerance))
+    if args.schedule_out:
+        _write_schedule(data, Path(args.schedule_out), tolerance=tolerance, lr_rule=args.lr_rule)
+    return 0
+
+
+def _write_schedule(data, path: Path, *, tolerance: float, lr_rule: str) -> None:
+    """The warmup study file from CBS(t) (see `batchlab.analysis.cbs.warmup_schedule`)."""
+    from batchlab.analysis.cbs import critical_batch_sizes, schedule_study, warmup_schedule
+    from batchlab.store.db import check_outside_study
+
+    check_outside_study("schedule_out", path, data.directory)
+    rows = critical_batch_sizes(data.branches, data.epochs, tolerance=tolerance)
+    parent = next(s for s in data.summaries if s.run_id == data.branches[0]["parent_run_id"])
+    milestones, sizes = warmup_schedule(rows, parent.batch_size)
+    text = schedule_study(data.meta["spec"], milestones, sizes, base_batch_size=parent.batch_size, lr=parent.lr,
+                          lr_rule=lr_rule)
+    path.write_text(text)
+    print(f"Batch-size warmup from CBS(t): {parent.batch_size:,}"
+          + "".join(f" -> {b:,} after epoch {m}" for m, b in zip(milestones, sizes)) + f"; study file {path}")
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise BatchlabError(f"tolerance: got {text!r}; allowed: a number in (0, 1), e.g. 0.01")
+    return value
+
+
 def _workers(args: argparse.Namespace) -> int:
     from batchlab.runner.driver import check_executor
 
@@ -309,6 +412,11 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
     # paths below are never wrapped (they are copied and pasted)
     console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()
+    if results.branches:  # `batchlab branch` ran: the critical batch size over training
+        from batchlab.analysis.cbs import cbs_text
+
+        console.print(cbs_text(results), markup=False)
+        console.print()
     if figures:
         paths = results.write_figures()
         console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}", soft_wrap=True, markup=False)
@@ -396,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
         try:
             return {"run": cmd_run, "sweep": cmd_sweep, "resume": cmd_resume, "show": cmd_show,
-                    "report": cmd_report, "export": cmd_export, "diagnose": cmd_diagnose}[args.command](args)
+                    "report": cmd_report, "export": cmd_export, "diagnose": cmd_diagnose,
+                    "branch": cmd_branch}[args.command](args)
         except BatchlabError as e:
             print(f"batchlab {args.command}: error: {e}", file=sys.stderr)
             return 2

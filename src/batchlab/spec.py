@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import tomllib
@@ -131,6 +132,30 @@ class StudySpec:
     """At the end of training: top Hessian eigenvalue (power iteration) and Hessian trace (Hutchinson)."""
     eps_sharpness: bool = False
     """Also Keskar et al. 2017's epsilon-sharpness (L-BFGS-B maximisation; slower)."""
+    # -- schedules (issue 14): the rate and the batch size over training, per epoch -------------------------
+    lr_schedule: str = "constant"
+    """How the rate changes over the epochs: `constant`; `step` (PyTorch's MultiStepLR: times `lr_gamma` at each
+    of `lr_milestones`); `cosine` (lr * (1 + cos(pi (e - 1) / E)) / 2 in epoch e of E, CosineAnnealingLR to 0);
+    `linear` (lr * (1 - (e - 1) / E), to 0). It multiplies the (scaled, warmed-up) rate."""
+    lr_milestones: tuple[int, ...] = ()
+    """`step` only: increasing epochs after which the rate is multiplied by `lr_gamma` (milestone 10: epochs
+    1-10 at the rate, 11 on at rate * gamma, as MultiStepLR stepped once per epoch)."""
+    lr_gamma: float = 0.1
+    """`step` only: the factor at each milestone (PyTorch's default 0.1)."""
+    batch_size_milestones: tuple[int, ...] = ()
+    """Increasing epochs after which the batch size changes (Smith et al. 2018, "Don't decay the learning rate,
+    increase the batch size"): times `batch_size_gamma`, or to the sizes of `batch_size_schedule`. The run
+    continues on the same data stream (each epoch is one pass of the same shuffling whatever the batch size).
+    With `lr_scaling` linear or sqrt the rate follows the batch size in force (from `base_batch_size`); with
+    none it stays (Smith et al.'s experiment)."""
+    batch_size_gamma: float = 2.0
+    """The batch-size factor at each milestone; sizes round to the nearest integer in [1, N]."""
+    batch_size_schedule: tuple[int, ...] | None = None
+    """The explicit list form: the batch size in force after each of `batch_size_milestones` (one per
+    milestone), instead of `batch_size_gamma`."""
+    checkpoint_every: int | None = None
+    """Keep the full training state (parameters and optimizer state) of every run at epoch 0 and every this many
+    epochs, compressed in study.db (`batchlab branch` starts from them). None: only the resume checkpoint."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -146,6 +171,13 @@ class StudySpec:
 
     def epochs_for(self, batch_size: int, n_train: int) -> int:
         """Whole epochs to train at `batch_size`: `epochs`, or the fewest that meet the step or example budget."""
+        if self.budget_steps is not None and self.batch_size_milestones:  # count the real updates
+            schedule, epochs, done = self.schedule_for(batch_size, n_train), 0, 0
+            while done < self.budget_steps and epochs <= self.batch_size_milestones[-1]:
+                epochs += 1
+                done += updates_per_epoch(n_train, schedule.batch_size_at(epochs))
+            last = updates_per_epoch(n_train, schedule.batch_size_at(epochs + 1))  # constant after the milestones
+            return epochs + max(0, math.ceil((self.budget_steps - done) / last))
         if self.budget_steps is not None:
             return math.ceil(self.budget_steps / updates_per_epoch(n_train, batch_size))
         if self.budget_examples is not None:
@@ -155,6 +187,16 @@ class StudySpec:
     def lr_for(self, batch_size: int) -> float:
         """The learning rate used at `batch_size` under the scaling rule."""
         return scaled_lr(self.lr, batch_size, self.base_batch_size, self.lr_scaling)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the rate or the batch size changes over the epochs (a schedule other than constant)."""
+        return self.lr_schedule != "constant" or bool(self.batch_size_milestones)
+
+    def schedule_for(self, batch_size: int, n_train: int) -> Schedule:
+        """The schedule of a run that starts at `batch_size` (see :class:`Schedule`)."""
+        return Schedule(batch_size, n_train, self.lr_schedule, self.lr_milestones, self.lr_gamma,
+                        self.batch_size_milestones, self.batch_size_gamma, self.batch_size_schedule)
 
 
 def updates_per_epoch(n_train: int, batch_size: int) -> int:
@@ -168,17 +210,80 @@ def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> fl
     return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The batch size and the rate factor in force at each epoch of one run (epochs are 1-based; a milestone m
+    changes epochs m + 1 on, as PyTorch's MultiStepLR stepped at each epoch's end). Pure arithmetic, no JAX."""
+
+    batch_size: int
+    """At epoch 1."""
+    n_train: int
+    lr_schedule: str = "constant"
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    batch_size_milestones: tuple[int, ...] = ()
+    batch_size_gamma: float = 2.0
+    batch_size_schedule: tuple[int, ...] | None = None
+
+    def batch_size_at(self, epoch: int) -> int:
+        """The batch size of epoch `epoch`."""
+        k = sum(1 for m in self.batch_size_milestones if m < epoch)
+        if k == 0:
+            return self.batch_size
+        size = self.batch_size_schedule[k - 1] if self.batch_size_schedule else \
+            round(self.batch_size * self.batch_size_gamma ** k)
+        return max(1, min(self.n_train, int(size)))
+
+    def lr_factor(self, epoch: int, epochs: int) -> float:
+        """The factor on the rate in epoch `epoch` of `epochs` (1.0 throughout for `constant`)."""
+        if self.lr_schedule == "step":
+            return float(self.lr_gamma ** sum(1 for m in self.lr_milestones if m < epoch))
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / epochs))
+        if self.lr_schedule == "linear":
+            return 1.0 - (epoch - 1) / epochs
+        return 1.0
+
+    def updates_through(self, epoch: int) -> int:
+        """Optimizer updates after `epoch` epochs: the sum of ceil(N / B_e) over them."""
+        if not self.batch_size_milestones:
+            return epoch * updates_per_epoch(self.n_train, self.batch_size)
+        return sum(updates_per_epoch(self.n_train, self.batch_size_at(e)) for e in range(1, epoch + 1))
+
+    def batch_sizes_from(self, first: int, last: int) -> list[int]:
+        """The distinct batch sizes of epochs `first`..`last`, in the order they come."""
+        out: list[int] = []
+        for b in [self.batch_size_at(first)] + [self.batch_size_at(m + 1) for m in self.batch_size_milestones
+                                                 if first <= m + 1 <= last]:
+            if b not in out:
+                out.append(b)
+        return out
+
+
 NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness",
-                 "eval_every_steps")
+                 "eval_every_steps", "checkpoint_every")
 """Fields that do not change what a run computes (or that the id states separately)."""
 
 
 def run_id(spec: StudySpec, *, batch_size: int, seed_index: int) -> str:
     """A readable, content-derived id: the same spec, batch size and seed always name the same run."""
     content = {k: v for k, v in spec.to_dict().items() if k not in NOT_IN_RUN_ID}
+    content = drop_later_defaults(content)
     content.update(batch_size=batch_size, init_seed=spec.seed + seed_index, order_seed=spec.order_seed + seed_index)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     return f"bs{batch_size}-seed{spec.seed + seed_index}-{digest}"
+
+
+_LATER_DEFAULTS: dict[str, Any] = {"lr_schedule": "constant", "lr_milestones": [], "lr_gamma": 0.1,
+                                   "batch_size_milestones": [], "batch_size_gamma": 2.0, "batch_size_schedule": None,
+                                   "checkpoint_every": None}
+"""Fields added after run ids were first pinned (tests/test_golden.py), with their defaults (as in to_dict)."""
+
+
+def drop_later_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the fields added later that hold their defaults: run ids and sweep fingerprints of
+    studies made before those fields existed stay the same."""
+    return {k: v for k, v in values.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -315,6 +420,15 @@ def _image_shape(v: Any) -> tuple[int, ...] | None:
     return shape if len(shape) == 3 else (*shape, 1)
 
 
+def _milestones(v: Any) -> tuple[int, ...]:
+    if isinstance(v, list | tuple) and not v:
+        return ()
+    values = _list_of(_int_in(1, 1_000_000)[0])(v)
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError
+    return values
+
+
 def _optional_str(v: Any) -> str | None:
     if v is None or (isinstance(v, str) and v):
         return v
@@ -360,6 +474,15 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "gns_every": _int_in(1, 1_000_000),
     "sharpness": _bool(),
     "eps_sharpness": _bool(),
+    "checkpoint_every": (lambda v: None if v is None else _int_in(1, 1_000_000)[0](v),
+                         "an integer >= 1 (epochs between kept training states)"),
+    "lr_schedule": _choice("constant", "step", "cosine", "linear"),
+    "lr_milestones": (lambda v: _milestones(v), "increasing epochs >= 1 separated by commas, e.g. 10,20"),
+    "lr_gamma": _float_in(0.0, FLOAT32_MAX, open_lo=True),
+    "batch_size_milestones": (lambda v: _milestones(v), "increasing epochs >= 1 separated by commas, e.g. 10,20"),
+    "batch_size_gamma": _float_in(0.0, 1e6, open_lo=True),
+    "batch_size_schedule": (lambda v: None if v is None else _list_of(_int_in(1)[0])(v),
+                            "positive integers separated by commas, one per batch_size_milestones entry"),
 }
 assert set(CONSTRAINTS) == {f.name for f in dataclasses.fields(StudySpec)}
 
@@ -395,9 +518,24 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
     if spec.warmup_epochs and spec.lr_scaling == "none":
         raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear or sqrt (warmup ramps from "
                       "lr to the scaled rate, Goyal et al. 2017)")
+    _check_schedules(spec)
     if spec.budget_steps is not None and spec.budget_examples is not None:
         raise invalid("budget_examples", spec.budget_examples, "unset when budget_steps is set (one budget per study)")
     return spec
+
+
+def _check_schedules(spec: StudySpec) -> None:
+    """The schedule fields agree with each other (see the fields' docstrings)."""
+    if spec.lr_schedule == "step" and not spec.lr_milestones:
+        raise invalid("lr_milestones", "", "at least one epoch with lr_schedule step, e.g. 10,20")
+    if spec.lr_milestones and spec.lr_schedule != "step":
+        raise invalid("lr_milestones", ",".join(map(str, spec.lr_milestones)), "unset unless lr_schedule is step")
+    if spec.batch_size_schedule is not None and len(spec.batch_size_schedule) != len(spec.batch_size_milestones):
+        raise invalid("batch_size_schedule", ",".join(map(str, spec.batch_size_schedule)),
+                      f"one batch size per batch_size_milestones entry ({len(spec.batch_size_milestones)})")
+    if spec.warmup_epochs and spec.batch_size_milestones and spec.batch_size_milestones[0] < spec.warmup_epochs:
+        raise invalid("batch_size_milestones", ",".join(map(str, spec.batch_size_milestones)),
+                      f"epochs >= warmup_epochs ({spec.warmup_epochs}): the batch size changes after the warmup")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

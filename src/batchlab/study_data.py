@@ -36,23 +36,28 @@ class StudyData:
     """End-of-training measurements per run (top Hessian eigenvalue, Hessian trace, ...)."""
     evals: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     """Evaluations between epoch ends per run (`eval_every_steps`; empty arrays when there were none)."""
+    branches: list[dict[str, Any]] = field(default_factory=list)
+    """Branch runs of `batchlab branch` (kept out of the summaries and the scaling analysis): their runs-table
+    rows (with `parent_run_id`, `branch_epoch`, `multiplier`), their per-epoch arrays under `epochs`."""
     _analyses: dict[tuple[str, float | None], StudyAnalysis] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         store = Store.open(directory)
         try:
-            every = store.runs()
-            sizes = group_sizes(every)
-            runs = [{**r, "group_replicas": sizes[r["run_id"]]} for r in every
-                    if r["epochs_done"] > 0 or r["status"] != "pending"]
-            epochs = {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
+            stored = store.runs()
+            sizes = group_sizes(stored)
+            every = [{**r, "group_replicas": sizes[r["run_id"]]} for r in stored
+                     if r["epochs_done"] > 0 or r["status"] != "pending"]
+            branches = [r for r in every if r.get("parent_run_id") is not None]
+            runs = [r for r in every if r.get("parent_run_id") is None]
+            epochs = {r["run_id"]: store.epochs(r["run_id"]) for r in every}
             steps = {r["run_id"]: store.step_losses(r["run_id"]) for r in runs}
             runs = [r for r in runs if len(epochs[r["run_id"]]["epoch"])]
             summaries = [summarize_run(r, epochs[r["run_id"]], steps[r["run_id"]][1]) for r in runs]
             evals = {r["run_id"]: store.evals(r["run_id"]) for r in runs}
             return cls(Path(directory), store.meta(required=REQUIRED_META), summaries, epochs, steps,
-                       store.run_metrics(), evals)
+                       store.run_metrics(), evals, branches)
         finally:
             store.close()
 

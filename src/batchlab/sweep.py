@@ -19,12 +19,16 @@ from typing import Any
 import numpy as np
 
 from batchlab.errors import invalid
-from batchlab.spec import CONSTRAINTS, StudySpec, build_spec
+from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, drop_later_defaults
 
 AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
-        "model")
+        "model", "lr_schedule", "lr_milestones", "lr_gamma", "batch_size_milestones", "batch_size_gamma",
+        "batch_size_schedule")
 """Fields that may take a list of values in a sweep file."""
 
+
+LIST_VALUED = ("hidden", "lr_milestones", "batch_size_milestones", "batch_size_schedule")
+"""Fields whose one value is a list: only a list of lists (or of strings) makes them an axis."""
 
 MAX_AXIS_VALUES = 1_000
 """Values one axis may take (a list, or a log_range's count)."""
@@ -52,7 +56,7 @@ class Sweep:
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the runs: a changed study file gets a different fingerprint."""
-        base = self.base.to_dict()
+        base = drop_later_defaults(self.base.to_dict())
         base.pop("device")
         content = {"base": base, "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]] for n, vs in self.axes]}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -68,8 +72,8 @@ def _is_axis(name: str, raw: Any) -> bool:
         return True
     if not isinstance(raw, list | tuple):
         return False
-    if name == "hidden":  # a list of ints is one value (layer widths); a list of lists or strings is an axis
-        return all(isinstance(v, list | tuple | str) for v in raw)
+    if name in LIST_VALUED:  # a list of ints is one value (layer widths, milestones); a list of lists is an axis
+        return bool(raw) and all(isinstance(v, list | tuple | str) for v in raw)
     return True
 
 

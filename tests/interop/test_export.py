@@ -86,8 +86,8 @@ def test_parquet_has_the_csv_columns_and_rows(tables_dir):
         rows, table = read_csv(tables_dir / f"{name}.csv"), read_parquet(tables_dir / f"{name}.parquet")
         assert list(table) == list(rows[0]), name
         assert all(len(v) == len(rows) for v in table.values()), name
-    assert list(read_parquet(tables_dir / "runs.parquet")) == [*RUN_FIELDS, *CURVATURE_FIELDS, *SUMMARY_FIELDS,
-                                                               *BRANCH_FIELDS]
+    assert list(read_parquet(tables_dir / "runs.parquet")) == [*RUN_FIELDS, *BRANCH_FIELDS, *CURVATURE_FIELDS,
+                                                               *SUMMARY_FIELDS]
     assert list(read_parquet(tables_dir / "epochs.parquet")) == ["run_id", *EPOCH_FIELDS]
 
 

@@ -60,7 +60,8 @@ def render_report(data: StudyData) -> str:
     analysis = data.analysis()
     sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data),
                             _lena(data), _overlay(data), _cost(data), _gns(data, analysis),
-                            _scaling(analysis), _end_metrics(data, analysis), _config(data)) if s]
+                            _scaling(analysis), _cbs(data, analysis), _end_metrics(data, analysis),
+                            _config(data)) if s]
     nav = " ".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
     body = "\n".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>\n{content}</section>'
                      for anchor, title, content in sections)
@@ -228,6 +229,30 @@ def _gns(data: StudyData, analysis: Any) -> Section | None:
             "the critical batch size and is known to disagree with the B_crit measured from steps to target")
     note += ", shown beside it." if b_crit else "; this study has no S(B) fit to compare it with."
     return "gns", "Gradient noise scale", f'<p class="note">{escape(note)}</p>{_plot(fig, "plot-gns")}'
+
+
+def _cbs(data: StudyData, analysis: Any) -> Section | None:
+    """CBS(t) from `batchlab branch` beside B_simple(t) and the sweep's B_crit (none without branches)."""
+    from batchlab.analysis.cbs import DEFAULT_TOLERANCE, critical_batch_sizes, parents_b_simple
+    from batchlab.report import interactive
+
+    if not data.branches:
+        return None
+    rows = critical_batch_sizes(data.branches, data.epochs)
+    fit = getattr(analysis, "fit", None)
+    fig = interactive.cbs_figure(rows, parents_b_simple(data.branches, data.epochs, [r["epoch"] for r in rows]),
+                                 b_crit=None if fit is None else float(fit.b_crit))
+    if fig is None:
+        return None
+    note = (f"From each branch point the parent's full state trained on at k x B for the same examples; CBS is the "
+            f"largest k x B whose smoothed training loss stays within {DEFAULT_TOLERANCE:g} of every smaller batch "
+            "(Merrill et al. 2025). B_simple is the gradient noise scale of the parents at those epochs.")
+    table = _table(["epoch", "B", "CBS", "seed range", "loss by k"],
+                   [[r["epoch"], r["base_batch_size"], _fmt(r["cbs"], ","),
+                     "" if r["cbs_low"] is None else f"{r['cbs_low']:,}-{r['cbs_high']:,}",
+                     " ".join(f"{k}: {v:.4f}" for k, v in zip(r["multipliers"], r["losses"]))] for r in rows])
+    return "cbs", "Critical batch size over training", (f'<p class="note">{escape(note)}</p>{table}' \
+        f'{_plot(fig, "plot-cbs")}')
 
 
 def _numbers(obj: Any) -> dict[str, float]:

@@ -266,3 +266,32 @@ def steps_to_target_figure(stt: Mapping[int, Any], fit: Any = None) -> go.Figure
     fig.update_yaxes(type="log", title_text="training time, s (log scale)", row=1, col=2)
     _finish(fig, height=480, title_text=title)
     return fig
+
+
+def cbs_figure(rows: list[dict[str, Any]], b_simple: Mapping[int, float], *,
+               b_crit: float | None = None) -> go.Figure | None:
+    """CBS(t) from branched runs (Merrill et al. 2025; with the seed interval) against the branch epoch, beside
+    the parents' B_simple at those epochs and the sweep's B_crit when there is one. None without CBS rows."""
+    known = [r for r in rows if r["cbs"] is not None]
+    if not known:
+        return None
+    x = [r["epoch"] for r in known]
+    y = np.array([r["cbs"] for r in known], float)
+    low = np.array([r["cbs_low"] if r["cbs_low"] is not None else r["cbs"] for r in known], float)
+    high = np.array([r["cbs_high"] if r["cbs_high"] is not None else r["cbs"] for r in known], float)
+    traces = [go.Scatter(x=x, y=y, mode="lines+markers", line={"color": COLORS[3]},
+                         error_y={"type": "data", "symmetric": False, "array": high - y, "arrayminus": y - low},
+                         name="CBS(t): branched at k x B (seed-mean; bars: range over seeds)")]
+    gx = sorted(e for e in b_simple if np.isfinite(b_simple[e]))
+    if gx:
+        traces.append(go.Scatter(x=gx, y=[b_simple[e] for e in gx], mode="lines+markers", line={"color": COLORS[0]},
+                                 name="B_simple of the parent runs (a proxy)"))
+    if b_crit is not None and np.isfinite(b_crit):
+        span = [min(x + gx), max(x + gx)]
+        traces.append(go.Scatter(x=span, y=[b_crit, b_crit], mode="lines", line={"color": "black", "dash": "dash"},
+                                 name=f"B_crit from the S(B) fit: {b_crit:,.4g}"))
+    fig = go.Figure(traces)
+    fig.update_layout(xaxis_title="epoch branched from", yaxis_title="batch size (log scale)", yaxis_type="log",
+                      title="Critical batch size over training, measured by branching", height=420,
+                      legend={"orientation": "h", "y": -0.25})
+    return fig

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from batchlab.analysis.cbs import critical_batch_size_json, critical_batch_sizes
 from batchlab.analysis.curves import epoch_curve_noise
 from batchlab.analysis.runs import RunSummary
 from batchlab.study_data import StudyData
@@ -64,6 +65,25 @@ def run_record(s: RunSummary, end_metrics: dict[str, float], epochs: dict[str, n
     }
 
 
+def branch_record(row: dict[str, Any], epochs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A branch of `batchlab branch` (a runs-table row and its epochs) as a run record: the same keys, final
+    metrics from its last recorded epoch, noise and curvature null (not measured on branches)."""
+    def last(name: str) -> float | None:
+        values = epochs.get(name)
+        return number(values[-1]) if values is not None and len(values) else None
+
+    record: dict[str, Any] = {key: None for key in JSON_RUN_KEYS}
+    record.update({
+        "run_id": row["run_id"], "batch_size": row["batch_size"], "lr": number(row["lr"]), "seed": row["seed"],
+        "status": row["status"], "updates": row.get("total_updates"), "examples_seen": row.get("examples_seen"),
+        "train_time_s": number(row.get("wall_time_s")), "final_train_loss": last("train_loss"),
+        "final_test_loss": last("test_loss"), "final_train_acc": last("train_acc"), "final_test_acc": last("test_acc"),
+        "parent_run_id": row.get("parent_run_id"), "branch_epoch": row.get("branch_epoch"),
+        "multiplier": number(row.get("multiplier")),
+    })
+    return record
+
+
 def noisiest_run(summaries: list[RunSummary]) -> str | None:
     """The run whose per-epoch train and test losses jitter most (sum of their residual std of log-loss; the
     step noise breaks ties, as between smooth curves), among runs that did not diverge."""
@@ -98,7 +118,8 @@ def study_document(data: StudyData, *, target_metric: str = "train_loss", target
     return {
         "study": {"dir": str(data.directory), "dataset": ds.get("name"), "n_train": data.n_train,
                   "n_test": ds.get("n_test"), "task": data.task, "model": data.meta.get("model")},
-        "runs": [run_record(s, data.end_metrics.get(s.run_id, {}), data.epochs[s.run_id]) for s in data.summaries],
+        "runs": [run_record(s, data.end_metrics.get(s.run_id, {}), data.epochs[s.run_id]) for s in data.summaries]
+        + [branch_record(r, data.epochs.get(r["run_id"], {})) for r in data.branches],
         "steps_to_target": {"metric": a.target_metric, "target": number(a.target), "per_batch_size": per_b},
         "fit": fit,
         "findings": {"noisiest_run": noisiest_run(data.summaries), "longest_run": longest_run(data.summaries),
@@ -106,5 +127,5 @@ def study_document(data: StudyData, *, target_metric: str = "train_loss", target
                      "status_counts": counts,
                      "diverged_runs": [s.run_id for s in data.summaries if s.status == "diverged"],
                      "best_lr": {str(s.batch_size): number(s.lr) for s in data.best_runs()}},
-        "critical_batch_size": [],
+        "critical_batch_size": critical_batch_size_json(critical_batch_sizes(data.branches, data.epochs)),
     }

@@ -233,7 +233,8 @@ def _train(store: Store, groups: list[PlannedGroup], data: Dataset, models: Mode
         tasks = [recorder.task(g, data) for g in todo]
         _execute(tasks, recorder, data, models, executor=executor, workers=workers, address=address,
                  should_stop=should_stop, in_process=in_process)
-        completed = all(s in FINISHED for s in store.statuses().values())
+        statuses = store.statuses()  # the study's own runs (branches of `batchlab branch` finish there)
+        completed = all(statuses[r.run_id] in FINISHED for g in groups for r in g.runs)
     finally:
         if recorder is not None:
             try:

@@ -42,7 +42,7 @@ class Recorder:
         group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
-                      warmup_epochs=p.warmup_epochs)
+                      warmup_epochs=p.warmup_epochs, **schedule_fields(g, self.n_train))
         return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoint_every_s)
 
     def _initial_train_loss(self, g: PlannedGroup) -> np.ndarray | None:
@@ -81,13 +81,18 @@ class Recorder:
         evals = self._evals(g, rec)
         rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
                          rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i],
-                         None if evals is None else evals[i])
+                         None if evals is None else evals[i], rec.batch_size or g.batch_size,
+                         r.lr if rec.lrs is None else float(rec.lrs[i]))
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
+        every = g.point.checkpoint_every
+        kept = {r.run_id: [leaf[i] for leaf in cp.leaves] for i, r in enumerate(g.runs) if rec.active[i]} \
+            if cp is not None and every and rec.epoch % every == 0 else None
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],
                                compile_time_s=m.compile_time_s,
                                checkpoint=None if cp is None else
-                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves))
+                               GroupCheckpoint(m.group_id, cp.epoch, cp.wall_time_s, cp.active, cp.leaves),
+                               kept=kept)
         self.last_epoch[m.group_id] = rec.epoch
         if self.progress and rec.epoch > 0:
             self.progress.epoch_done(m.group_id, epoch=rec.epoch, wall_time_s=rec.wall_time_s,
@@ -97,9 +102,9 @@ class Recorder:
         """Per replica (n, 6) rows of the evaluations between this epoch's ends (columns EVAL_FIELDS), or None."""
         if not len(rec.eval_steps):
             return None
-        steps = updates_per_epoch(self.n_train, g.batch_size)
-        within = rec.eval_steps - (rec.epoch - 1) * steps
-        examples = (rec.epoch - 1) * self.n_train + np.minimum(within * g.batch_size, self.n_train)
+        batch_size = rec.batch_size or g.batch_size
+        within = rec.eval_steps - (rec.updates - updates_per_epoch(self.n_train, batch_size))
+        examples = (rec.epoch - 1) * self.n_train + np.minimum(within * batch_size, self.n_train)
         counts = np.stack([rec.eval_steps, examples], axis=1).astype(float)
         return np.concatenate([np.broadcast_to(counts, (len(g.runs), *counts.shape)), rec.eval_metrics], axis=2)
 
@@ -124,3 +129,12 @@ class Recorder:
     def mark_unfinished(self) -> None:
         """Runs still marked running (a stop request, a lost worker, an abort) become interrupted."""
         self.store.interrupt_running()
+
+
+def schedule_fields(g: PlannedGroup, n_train: int) -> dict:
+    """The :class:`Group` fields of a scheduled group (rate or batch-size schedule), {} for a constant one."""
+    p = g.point
+    if not p.scheduled:
+        return {}
+    return {"schedule": p.schedule_for(g.batch_size, n_train), "epochs": g.epochs,
+            "lr_rules": tuple((r.point.lr, r.point.base_batch_size, r.point.lr_scaling) for r in g.runs)}

@@ -36,7 +36,7 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     active = np.ones(group.n_replicas, bool)
     every = task.checkpoint_every_s
     for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=every == 0,
-                                  checkpoint_every_s=every or None):
+                                  checkpoint_every_s=every or None, keep_every=p.checkpoint_every or 0):
         active = record.active & ~record.diverged
         yield EpochDone(task.group_id, record, run.compile_time_s)
     final = [flatten_params(_replica(run.final_params, i)) for i in range(group.n_replicas)]

@@ -50,13 +50,13 @@ CREATE TABLE IF NOT EXISTS runs (
     epochs_done INTEGER NOT NULL DEFAULT 0, total_updates INTEGER NOT NULL DEFAULT 0,
     examples_seen INTEGER NOT NULL DEFAULT 0, wall_time_s REAL NOT NULL DEFAULT 0, compile_time_s REAL,
     config TEXT NOT NULL, versions TEXT NOT NULL, device TEXT NOT NULL, created_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL, parent_run_id TEXT, branch_epoch INTEGER, multiplier REAL
 );
 CREATE TABLE IF NOT EXISTS epochs (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, updates INTEGER NOT NULL,
     examples_seen INTEGER NOT NULL, wall_time_s REAL NOT NULL, train_loss REAL, train_acc REAL,
     test_loss REAL, test_acc REAL, b_simple REAL, b_simple_low REAL, b_simple_high REAL, grad_sq_norm REAL,
-    trace_sigma REAL, PRIMARY KEY (run_id, epoch)
+    trace_sigma REAL, batch_size INTEGER, lr REAL, PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS run_metrics (
     run_id TEXT NOT NULL REFERENCES runs(run_id), name TEXT NOT NULL, value REAL, PRIMARY KEY (run_id, name)
@@ -68,17 +68,36 @@ CREATE TABLE IF NOT EXISTS evals (
     run_id TEXT NOT NULL REFERENCES runs(run_id), step INTEGER NOT NULL, examples_seen INTEGER NOT NULL,
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, PRIMARY KEY (run_id, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS run_checkpoints (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, state BLOB NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, first_step INTEGER NOT NULL,
     losses BLOB NOT NULL, PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
 """
 
+RUN_CHECKPOINTS_SCHEMA = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS run_checkpoints"):
+                                SCHEMA.index("CREATE TABLE IF NOT EXISTS steps")].strip().rstrip(";")
+"""The kept training states (`checkpoint_every`): one compressed NPZ of a run's (params, optimizer state)
+leaves per kept epoch, written in the epoch's transaction. Studies made before it gain the table when opened
+for writing."""
+
 EVAL_FIELDS = ("step", "examples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
 """Evaluations between epoch ends (`eval_every_steps`): at update `step`, after `examples_seen` examples."""
 EPOCH_FIELDS = ("epoch", "updates", "examples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss",
-                "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma")
-"""Per-epoch fields; the last five (the gradient noise scale) are NaN at epochs where it was not measured."""
+                "test_acc", "b_simple", "b_simple_low", "b_simple_high", "grad_sq_norm", "trace_sigma",
+                "batch_size", "lr")
+"""Per-epoch fields; the five of the gradient noise scale are NaN at epochs where it was not measured;
+`batch_size` and `lr` are those in force that epoch (they change under schedules; the rate at the epoch's last
+update)."""
+BRANCH_RUN_COLUMNS = {"parent_run_id": "TEXT", "branch_epoch": "INTEGER", "multiplier": "REAL"}
+"""Runs columns of branches (`batchlab branch`): the run branched from, its epoch, and k in k x B; NULL for
+runs that are not branches. Studies made before them gain them when opened for writing."""
+SCHEDULE_EPOCH_COLUMNS = {"batch_size": ("INTEGER", "batch_size"), "lr": ("REAL", "lr")}
+"""Epochs columns added with schedules (issue 14): column -> (SQL type, the runs column older stores fall back
+to, where they were constant)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,9 @@ class RunInfo:
     n_train: int
     updates_per_epoch: int
     epochs_planned: int
+    parent_run_id: str | None = None
+    branch_epoch: int | None = None
+    multiplier: float | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,10 @@ class EpochRow:
     """(b_simple, b_simple_low, b_simple_high, grad_sq_norm, trace_sigma) when measured at this epoch."""
     evals: np.ndarray | None = None
     """(n, 6) evaluations between this epoch's ends, columns EVAL_FIELDS, when there were any."""
+    batch_size: int | None = None
+    """The batch size in force this epoch (None: the run's)."""
+    lr: float | None = None
+    """The rate in force at this epoch's last update (None: the run's)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -316,6 +342,19 @@ class Store:
         missing = [t for t in TABLES if t not in tables]
         if missing:
             raise sqlite3.DatabaseError(f"no table {missing[0]!r}")
+        if write:  # a study written before schedules gains their epochs columns (NULL: the run's values)
+            self._con.execute(RUN_CHECKPOINTS_SCHEMA)
+            have_runs = {r[1] for r in self._con.execute("PRAGMA table_info(runs)")}
+            for name, kind in BRANCH_RUN_COLUMNS.items():
+                if name not in have_runs:
+                    self._con.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            have = self._epoch_columns()
+            for name, (kind, _) in SCHEDULE_EPOCH_COLUMNS.items():
+                if name not in have:
+                    self._con.execute(f"ALTER TABLE epochs ADD COLUMN {name} {kind}")
+
+    def _epoch_columns(self) -> set[str]:
+        return {r[1] for r in self._con.execute("PRAGMA table_info(epochs)")}
 
     def close(self) -> None:
         self._con.close()
@@ -347,7 +386,10 @@ class Store:
                  device: str) -> None:
         """Register runs with their full config (the spec of their sweep point)."""
         now = time.time()
+        runs = list(runs)
         with _transaction(self._con):
+            branches = [(r.parent_run_id, r.branch_epoch, r.multiplier, r.run_id) for r, _ in runs
+                         if r.parent_run_id is not None]
             self._con.executemany(
                 "INSERT INTO runs (run_id, group_id, batch_size, lr, seed, init_seed, order_seed, n_train,"
                 " updates_per_epoch, epochs_planned, config, versions, device, created_at)"
@@ -357,6 +399,8 @@ class Store:
                   json.dumps(dict(config, batch_size=r.batch_size, lr=r.lr, init_seed=r.init_seed,
                                   order_seed=r.order_seed), sort_keys=True),
                   json.dumps(dict(versions)), device, now) for r, config in runs])
+            self._con.executemany("UPDATE runs SET parent_run_id=?, branch_epoch=?, multiplier=? WHERE run_id=?",
+                                  branches)
 
     @_writing
     def save_params(self, run_id: str, flat_params: Mapping[str, np.ndarray], *, kind: str = "init") -> Path:
@@ -373,21 +417,30 @@ class Store:
 
     @_writing
     def write_epoch(self, rows: Iterable[EpochRow], *, diverged: Iterable[str] = (),
-                    compile_time_s: float | None = None, checkpoint: GroupCheckpoint | None = None) -> None:
+                    compile_time_s: float | None = None, checkpoint: GroupCheckpoint | None = None,
+                    kept: Mapping[str, list[np.ndarray]] | None = None) -> None:
         """Record one epoch of a group in one transaction: metrics, step losses, run progress and the group's
-        checkpoint, so that a killed process resumes exactly after the last committed epoch."""
+        checkpoint, so that a killed process resumes exactly after the last committed epoch. `kept`: run id ->
+        that run's state leaves to keep at this epoch (`checkpoint_every`)."""
         rows = list(rows)
         diverged = set(diverged)
         with _transaction(self._con):
+            if kept:
+                epoch = rows[0].epoch if rows else checkpoint.epoch if checkpoint is not None else 0
+                self._con.executemany("INSERT OR REPLACE INTO run_checkpoints VALUES (?, ?, ?)",
+                                      [(rid, epoch, _npz_bytes({f"leaf{i:05d}": a for i, a in enumerate(leaves)},
+                                                               compressed=True)) for rid, leaves in kept.items()])
             if checkpoint is not None:
                 self._con.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                                   (checkpoint.group_id, checkpoint.epoch, checkpoint.wall_time_s,
                                    _npz_bytes(checkpoint.arrays())))
             self._con.executemany(
-                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO epochs ({', '.join(('run_id',) + EPOCH_FIELDS)}) VALUES "
+                f"({', '.join('?' * (1 + len(EPOCH_FIELDS)))})",
                 [(r.run_id, r.epoch, r.updates, r.examples_seen, r.wall_time_s, _real(r.train_loss),
                   _real(r.train_acc), _real(r.test_loss), _real(r.test_acc),
-                  *(_real(v) for v in (r.gns or (np.nan,) * 5))) for r in rows])
+                  *(_real(v) for v in (r.gns or (np.nan,) * 5)), None if r.batch_size is None else int(r.batch_size),
+                  None if r.lr is None else _real(r.lr)) for r in rows])
             self._con.executemany(
                 f"INSERT INTO evals (run_id, {', '.join(EVAL_FIELDS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(r.run_id, int(e[0]), int(e[1]), *(_real(v) for v in e[2:])) for r in rows
@@ -454,6 +507,30 @@ class Store:
         return GroupCheckpoint(group_id, row["epoch"], row["wall_time_s"], arrays[0].astype(bool), arrays[1:])
 
     @_reading
+    def kept_epochs(self, run_id: str) -> list[int]:
+        """The epochs at which a run's full state was kept (`checkpoint_every`), increasing."""
+        if not self._has_table("run_checkpoints"):
+            return []
+        return [int(r[0]) for r in self._con.execute("SELECT epoch FROM run_checkpoints WHERE run_id=? ORDER BY "
+                                                     "epoch", (run_id,))]
+
+    @_reading
+    def kept_state(self, run_id: str, epoch: int) -> list[np.ndarray] | None:
+        """A run's state leaves (params, then optimizer state; no replica axis) kept at `epoch`, or None."""
+        if not self._has_table("run_checkpoints"):
+            return None
+        row = self._con.execute("SELECT state FROM run_checkpoints WHERE run_id=? AND epoch=?",
+                                (run_id, epoch)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row["state"])) as f:
+            return [f[k] for k in sorted(f.files)]
+
+    def _has_table(self, name: str) -> bool:
+        return self._con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() \
+            is not None
+
+    @_reading
     def last_epoch(self, group_id: str) -> int | None:
         """The last epoch any run of the group has recorded (None before epoch 0): with per-epoch transactions,
         every run still training has recorded exactly this epoch."""
@@ -480,7 +557,7 @@ class Store:
         """All runs, ordered by batch size then seed, as dicts (config and versions decoded)."""
         out = []
         for r in self._con.execute("SELECT * FROM runs ORDER BY batch_size, lr, seed, run_id"):
-            d = dict(r)
+            d: dict[str, Any] = {name: None for name in BRANCH_RUN_COLUMNS} | dict(r)  # older stores lack them
             d["config"], d["versions"] = json.loads(d["config"]), json.loads(d["versions"])
             out.append(d)
         return out
@@ -488,9 +565,13 @@ class Store:
     @_reading
     def epochs(self, run_id: str) -> dict[str, np.ndarray]:
         """Per-epoch records of one run as arrays keyed by field name (missing values are NaN)."""
-        rows = self._con.execute(f"SELECT {', '.join(EPOCH_FIELDS)} FROM epochs WHERE run_id=? ORDER BY epoch",
-                                 (run_id,)).fetchall()
-        counts = ("epoch", "updates", "examples_seen")
+        have = self._epoch_columns()
+        columns = [(f"COALESCE(e.{f}, r.{SCHEDULE_EPOCH_COLUMNS[f][1]})" if f in have else
+                    f"r.{SCHEDULE_EPOCH_COLUMNS[f][1]}") if f in SCHEDULE_EPOCH_COLUMNS else f"e.{f}"
+                   for f in EPOCH_FIELDS]
+        rows = self._con.execute(f"SELECT {', '.join(columns)} FROM epochs e JOIN runs r ON r.run_id = e.run_id "
+                                 "WHERE e.run_id=? ORDER BY e.epoch", (run_id,)).fetchall()
+        counts = ("epoch", "updates", "examples_seen", "batch_size")
         return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
                 for i, f in enumerate(EPOCH_FIELDS)}
 
@@ -543,9 +624,9 @@ class GroupCheckpoint:
         return {"a_active": np.asarray(self.active), **{f"leaf{i:05d}": a for i, a in enumerate(self.leaves)}}
 
 
-def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+def _npz_bytes(arrays: Mapping[str, np.ndarray], *, compressed: bool = False) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **dict(arrays))  # type: ignore[arg-type]  # as above
+    (np.savez_compressed if compressed else np.savez)(buffer, **dict(arrays))  # type: ignore[arg-type]  # as above
     return buffer.getvalue()
 
 

@@ -3,17 +3,21 @@
 Every tabular view of a study is built here, so they all agree: the CSV and Parquet exports, and the pandas and
 polars DataFrames of :class:`batchlab.results.StudyResults`.
 
-- runs: one row per run (``RUN_FIELDS``, then ``CURVATURE_FIELDS``, then ``SUMMARY_FIELDS``: the run keys of
-  ``batchlab show --json``, from the same per-run summary); ``versions`` and ``config`` are JSON strings
-  (keys sorted); ``wall_time_s`` (= ``train_time_s``) is training time without compilation, the clock of the
-  run's group, shared by its ``group_replicas`` replicas (``train_time_per_replica_s`` is its share);
-  ``parent_run_id`` and ``branch_epoch`` are missing for runs that are not branches; the curvature at the end of training
+- runs: one row per run (``RUN_FIELDS``, the branch columns ``parent_run_id``, ``branch_epoch``, ``multiplier``
+  (missing for runs that are not branches of ``batchlab branch``), then ``CURVATURE_FIELDS``, then
+  ``SUMMARY_FIELDS``: the run keys of ``batchlab show --json``, from the same per-run summary); ``versions`` and
+  ``config`` are JSON strings (keys sorted); ``wall_time_s`` (= ``train_time_s``) is training time without
+  compilation, the clock of the run's group, shared by its ``group_replicas`` replicas
+  (``train_time_per_replica_s`` is its share); the curvature at the end of training
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
-  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured.
+  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured; ``batch_size``
+  and ``lr`` are those in force that epoch (they change under schedules).
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
+- critical_batch_size: CBS(t) per branch point of ``batchlab branch`` (empty without branches; the file exports
+  then leave it out).
 - evals: the evaluations between epoch ends (``run_id`` + ``EVAL_FIELDS``: ``step``, ``examples_seen``, train
   and test loss and metric), when the study asked for them (``eval_every_steps``); empty otherwise, and the
   file exports then leave it out.
@@ -38,7 +42,11 @@ from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
               "compile_time_s", "n_train", "device", "versions", "config")
-TABLE_NAMES = ("runs", "epochs", "steps", "evals")
+BRANCH_FIELDS = ("parent_run_id", "branch_epoch", "multiplier")
+"""Runs columns of branches (`batchlab branch`), after RUN_FIELDS; missing for runs that are not branches."""
+TABLE_NAMES = ("runs", "epochs", "steps", "evals", "critical_batch_size")
+OPTIONAL_TABLES = ("evals", "critical_batch_size")
+"""Tables the file exports leave out when they are empty (no evaluations between epoch ends; no branches)."""
 DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 """DataFrame library -> the batchlab extra that installs it."""
 
@@ -53,14 +61,12 @@ SUMMARY_FIELDS = {"updates": "total_updates", "train_time_s": "wall_time_s", "fi
                   "noise_test": "test_epoch_noise", "group_replicas": "group_replicas",
                   "train_time_per_replica_s": "time_per_replica_s"}
 """Runs-table column -> the `batchlab.analysis.runs.RunSummary` attribute it holds (the names of show --json)."""
-BRANCH_FIELDS = ("parent_run_id", "branch_epoch")
-"""Set for branched runs (`batchlab branch`); missing for every other run."""
 
 NULLABLE_INTEGERS = ("diverged_epoch", "branch_epoch")
 """Integer columns that may be missing: lists of int or None (pandas Int64, Arrow int64 with nulls)."""
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
-_INTEGER_FIELDS = ("epoch", "updates", "examples_seen")
+_INTEGER_FIELDS = ("epoch", "updates", "examples_seen", "batch_size")
 
 Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
@@ -83,6 +89,9 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
             columns[field] = [None if v is None else int(v) for v in values]
         else:
             columns[field] = np.array(values, np.int64)
+    columns["parent_run_id"] = [r.get("parent_run_id") for r in runs]
+    columns["branch_epoch"] = [None if r.get("branch_epoch") is None else int(r["branch_epoch"]) for r in runs]
+    columns["multiplier"] = np.array([np.nan if r.get("multiplier") is None else r["multiplier"] for r in runs], float)
     metrics = metrics or {}
     for column, name in CURVATURE_FIELDS.items():
         columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)
@@ -92,8 +101,6 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
         values = [getattr(summaries[r["run_id"]], attr) if r["run_id"] in summaries else
                   (r["total_updates"] if column == "updates" else 1 if integer else np.nan) for r in runs]
         columns[column] = np.array(values, np.int64 if integer else float)
-    columns["parent_run_id"] = [r.get("parent_run_id") for r in runs]
-    columns["branch_epoch"] = [None if r.get("branch_epoch") is None else int(r["branch_epoch"]) for r in runs]
     return columns
 
 
@@ -137,6 +144,20 @@ def steps_table(store: Store, run_ids: list[str]) -> Columns:
             "batch_loss": _concat([losses for _, losses in per_run], np.float64)}
 
 
+def critical_batch_size_table(store: Store, runs: list[dict[str, Any]]) -> Columns:
+    """CBS(t) of the study's branches (`batchlab branch`; see :mod:`batchlab.analysis.cbs`): one row per branch
+    point, columns epoch, base_batch_size, cbs, cbs_low, cbs_high (missing: NaN), seeds, window_epochs,
+    tolerance; empty without branches."""
+    from batchlab.analysis.cbs import critical_batch_sizes
+
+    branches = [r for r in runs if r.get("parent_run_id") is not None]
+    rows = critical_batch_sizes(branches, {b["run_id"]: store.epochs(b["run_id"]) for b in branches})
+    ints, floats = ("epoch", "base_batch_size", "seeds", "window_epochs"), ("cbs", "cbs_low", "cbs_high", "tolerance")
+    columns: Columns = {k: np.array([r[k] for r in rows], np.int64) for k in ints}
+    columns.update({k: np.array([np.nan if r[k] is None else r[k] for r in rows], float) for k in floats})
+    return columns
+
+
 def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
 
@@ -150,8 +171,10 @@ def read_tables(directory: str | Path, names: tuple[str, ...] = TABLE_NAMES) -> 
     try:
         runs = store.runs()
         run_ids = [r["run_id"] for r in runs]
-        build = {"runs": lambda: runs_table(runs, store.run_metrics(), run_summaries(store, runs)), "epochs": lambda: epochs_table(store, run_ids),
-                 "steps": lambda: steps_table(store, run_ids), "evals": lambda: evals_table(store, run_ids)}
+        build = {"runs": lambda: runs_table(runs, store.run_metrics(), run_summaries(store, runs)),
+                 "epochs": lambda: epochs_table(store, run_ids), "steps": lambda: steps_table(store, run_ids),
+                 "evals": lambda: evals_table(store, run_ids),
+                 "critical_batch_size": lambda: critical_batch_size_table(store, runs)}
         return {name: build[name]() for name in names}
     finally:
         store.close()

@@ -17,6 +17,12 @@ def backend_for(model: Any, data: Dataset, group: Group, *, optimizer: str, mome
     if model.backend == "torch":
         from batchlab.train.torch_engine import TorchBackend
 
+        if group.schedule is not None or group.branch_from is not None:
+            from batchlab.errors import invalid
+
+            raise invalid("model", "a PyTorch model", "a JAX model for schedules and branches (constant rate and "
+                          "batch size for a PyTorch model)")
+
         return TorchBackend(model, data, group, optimizer, momentum, device, eval_every_steps)
     from batchlab.train.device import resolve_device
     from batchlab.train.jax_engine import JaxBackend
@@ -49,5 +55,6 @@ def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer
     """
     backend = backend_for(model, data, group, optimizer=optimizer, momentum=momentum, device=device,
                           eval_every_steps=eval_every_steps)
-    return GroupRun(backend, group.n_replicas, epochs, data.n_train, updates_per_epoch(data.n_train, group.batch_size),
-                    probe=probe, probe_every=probe_every)
+    steps = updates_per_epoch(data.n_train, group.batch_size)
+    return GroupRun(backend, group.n_replicas, epochs, data.n_train, steps, probe=probe, probe_every=probe_every,
+                    group=group, warmup_steps=group.warmup_epochs * steps)

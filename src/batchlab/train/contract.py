@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from batchlab.spec import BLOWUP_FACTOR
+from batchlab.spec import BLOWUP_FACTOR, Schedule, scaled_lr
 
 EVAL_CHUNK = 16_384
 """Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
@@ -53,10 +53,32 @@ class Group:
     order_seeds: tuple[int, ...]
     warmup_from: tuple[float, ...] | None = None
     warmup_epochs: int = 0
+    schedule: Schedule | None = None
+    """The rate and batch-size schedule (None: constant, the original path, bit for bit)."""
+    lr_rules: tuple[tuple[float, int, str], ...] = ()
+    """With a schedule, per replica (unscaled lr, base batch size, lr scaling): the rate follows the batch size
+    in force by the replica's scaling rule, times the schedule's factor."""
+    epochs: int = 0
+    """With a schedule: the run's epochs (cosine and linear decay over them)."""
+    branch_from: tuple[int, int] | None = None
+    """A branch (`batchlab branch`): (the parent's epoch it starts from, the parent's updates by then). Its
+    state comes from the parent's kept checkpoint, with this group's rates in place of the parent's."""
 
     @property
     def n_replicas(self) -> int:
         return len(self.lrs)
+
+    def batch_size_at(self, epoch: int) -> int:
+        """The batch size of epoch `epoch` (1-based; epoch 0 reports the first one)."""
+        return self.batch_size if self.schedule is None else self.schedule.batch_size_at(max(epoch, 1))
+
+    def lrs_at(self, epoch: int) -> np.ndarray:
+        """(replicas,) the rate in force in epoch `epoch` (before any warmup ramp): `lrs` without a schedule."""
+        if self.schedule is None or not self.lr_rules:
+            return np.asarray(self.lrs, float)
+        b, e = self.batch_size_at(epoch), max(epoch, 1)
+        factor = self.schedule.lr_factor(e, self.epochs)
+        return np.asarray([scaled_lr(lr, b, base, rule) * factor for lr, base, rule in self.lr_rules], float)
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,10 @@ class EpochRecord:
     """The state after this epoch, when the caller asked for checkpoints."""
     probe: Any = None
     """What the group's `probe` measured at this epoch's parameters, when it was due."""
+    batch_size: int = 0
+    """The batch size in force this epoch (it changes under a batch-size schedule)."""
+    lrs: np.ndarray | None = field(default=None, repr=False)
+    """(replicas,) the rate in force at this epoch's last update (after warmup and schedule)."""
 
 
 EVAL_CHUNK = 16_384
@@ -167,6 +193,10 @@ class GroupRun:
     probe: Probe | None = None
     """Called at epochs where :meth:`probe_due`; its time is excluded from the training time."""
     probe_every: int = 0
+    group: Group | None = None
+    """The group, for its batch size and rates in force per epoch (schedules); None: constant."""
+    warmup_steps: int = 0
+    """Updates of linear warmup (for the rate in force reported per epoch)."""
     final_params: Any = None
     """The stacked parameters after the last epoch that ran."""
     finished: bool = False
@@ -176,17 +206,40 @@ class GroupRun:
     def compile_time_s(self) -> float:
         return self.backend.compile_time_s
 
+    def updates_through(self, epoch: int) -> int:
+        """Optimizer updates after `epoch` epochs: the real ones under a batch-size schedule."""
+        g = self.group
+        if g is not None and g.branch_from is not None:
+            start, before = g.branch_from
+            return before + (epoch - start) * self.steps_per_epoch
+        if g is None or g.schedule is None:
+            return epoch * self.steps_per_epoch
+        return g.schedule.updates_through(epoch)
+
+    def rates(self, epoch: int) -> tuple[int, np.ndarray | None]:
+        """(batch size, rates at the epoch's last update) in force in epoch `epoch` (epoch 0: the first rates)."""
+        g = self.group
+        if g is None:
+            return 0, None
+        lrs = g.lrs_at(epoch)
+        if g.warmup_epochs and g.warmup_from is not None and self.warmup_steps:
+            done = self.updates_through(epoch)
+            ramp = min(1.0, max(done - 1, 0) / self.warmup_steps) if epoch else 0.0
+            lrs = np.asarray(g.warmup_from, float) + (lrs - np.asarray(g.warmup_from, float)) * ramp
+        return g.batch_size_at(epoch), lrs
+
     def probe_due(self, epoch: int) -> bool:
         """Epoch 0, every `probe_every` epochs, and the last epoch."""
         return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False,
-                    checkpoint_every_s: float | None = None) -> Iterator[EpochRecord]:
+                    checkpoint_every_s: float | None = None, keep_every: int = 0) -> Iterator[EpochRecord]:
         """Yield epoch 0 (before any update; skipped when resuming) and each epoch after, up to `epochs`.
         `resume` continues exactly from a checkpoint; `checkpoints` attaches one to every record;
         `checkpoint_every_s` instead attaches one at most every that many seconds and to the record of the epoch
-        where a stop request is honoured (so a stopped group can continue exactly). Afterwards `finished` is False
+        where a stop request is honoured (so a stopped group can continue exactly); `keep_every` > 0 also attaches
+        one at epoch 0 and every that many epochs (the states `checkpoint_every` keeps). Afterwards `finished` is False
         if `should_stop` asked to stop at an epoch boundary, True when all epochs ran."""
         backend = self.backend
         self.finished = False
@@ -203,7 +256,8 @@ class GroupRun:
         def snapshot(epoch: int, wall: float, state: Any, *, stopping: bool = False) -> Checkpoint | None:
             nonlocal last_snapshot
             due = checkpoint_every_s is not None and (stopping or time.perf_counter() - last_snapshot >= checkpoint_every_s)
-            if not (checkpoints or due):
+            kept = keep_every > 0 and epoch % keep_every == 0
+            if not (checkpoints or due or kept):
                 return None
             last_snapshot = time.perf_counter()
             return Checkpoint(epoch, wall, backend.leaves(state), active.copy(), initial_loss)
@@ -217,7 +271,8 @@ class GroupRun:
                               step_losses=np.zeros((self.n_replicas, 0), np.float32), train_loss=train_loss,
                               train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, diverged=none,
                               active=active.copy(), eval_metrics=np.zeros((self.n_replicas, 0, 4), np.float32),
-                              checkpoint=snapshot(0, 0.0, state), probe=probe)
+                              checkpoint=snapshot(0, 0.0, state), probe=probe, batch_size=self.rates(0)[0],
+                              lrs=self.rates(0)[1])
 
         t0 = time.perf_counter()
         pending = None
@@ -244,11 +299,13 @@ class GroupRun:
             active &= ~diverged
             self.final_params = backend.params(state)
             train_loss, train_acc, test_loss, test_acc = metrics
-            yield EpochRecord(epoch=epoch, updates=epoch * self.steps_per_epoch, examples_seen=epoch * self.n_train,
+            batch_size, lrs = self.rates(epoch)
+            yield EpochRecord(epoch=epoch, updates=self.updates_through(epoch), examples_seen=epoch * self.n_train,
                               wall_time_s=wall, step_losses=step_losses, train_loss=train_loss, train_acc=train_acc,
                               test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
                               eval_steps=eval_steps, eval_metrics=eval_metrics,
-                              checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe)
+                              checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe,
+                              batch_size=batch_size, lrs=lrs)
             if stop:
                 return
             if not active.any():
@@ -264,12 +321,13 @@ class GroupRun:
         return self.finished
 
 
-def eval_points(epoch: int, steps_per_epoch: int, every: int | None) -> np.ndarray:
+def eval_points(epoch: int, steps_per_epoch: int, every: int | None, *, before: int | None = None) -> np.ndarray:
     """The update counts (over the whole run, 1-based) inside epoch `epoch` at which an evaluation between epoch
     ends is due: the multiples of `every` after its first update and before its last (the epoch's own evaluation
-    covers its last update)."""
+    covers its last update). `before`: the updates before this epoch, when batch sizes differ between epochs."""
     if not every:
         return np.zeros(0, np.int64)
-    first, last = (epoch - 1) * steps_per_epoch + 1, epoch * steps_per_epoch - 1
+    start_at = (epoch - 1) * steps_per_epoch if before is None else before
+    first, last = start_at + 1, start_at + steps_per_epoch - 1
     start = -(-first // every) * every
     return np.arange(start, last + 1, every, dtype=np.int64)

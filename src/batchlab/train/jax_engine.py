@@ -62,12 +62,18 @@ def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
 
 
 def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,
-                   warmup_steps: int = 0, task: Task = CLASSIFICATION, eval_every: int | None = None) -> Callable:
+                   warmup_steps: int = 0, task: Task = CLASSIFICATION, eval_every: int | None = None,
+                   scheduled: bool = False) -> Callable:
     """The vmapped function (params, opt_state, order_seed, lr_from, lr_to, epoch, data) -> one epoch's results:
     (params, opt_state, step losses (steps,), end-of-epoch metrics, and with `eval_every` the metrics after every
     update (steps, 4), NaN where no evaluation was due). An evaluation between epoch ends is a `lax.cond` on the
     update count, which is the same for every replica, so under vmap it stays a branch: the full-set evaluation
-    runs only where it is due. Without `eval_every` the scan has no such branch at all."""
+    runs only where it is due. Without `eval_every` the scan has no such branch at all.
+
+    `scheduled` (rate or batch-size schedules): the function takes one more argument after the epoch, the
+    updates before it (`first_step`, which differs from (epoch - 1) * steps once the batch size has changed),
+    and `lr_to` is the rate in force this epoch: set at every update (warmup ramps towards it). Without a
+    schedule the program is the original one, so constant runs keep their numbers bit for bit."""
     steps = updates_per_epoch(n_train, batch_size)
     padded = steps * batch_size
 
@@ -75,11 +81,12 @@ def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_siz
         # Mean over the real examples only: the padded tail of the last, partial batch has mask 0.
         return jnp.sum(task.loss(model.apply(params, x), y) * mask) / jnp.sum(mask)
 
-    def epoch(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, x_train, y_train, x_test, y_test):
+    def epoch(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, first_step, x_train, y_train, x_test, y_test):
         perm = epoch_permutation(order_seed, epoch_idx, n_train)
         index = jnp.concatenate([perm, jnp.zeros(padded - n_train, perm.dtype)]).reshape(steps, batch_size)
         mask = (jnp.arange(padded) < n_train).astype(jnp.float32).reshape(steps, batch_size)
-        step_numbers = (epoch_idx - 1) * steps + jnp.arange(steps)
+        before = first_step if scheduled else (epoch_idx - 1) * steps
+        step_numbers = before + jnp.arange(steps)
 
         def step(carry, batch):
             params, opt_state = carry
@@ -87,13 +94,15 @@ def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_siz
             if warmup_steps:  # linear ramp lr_from -> lr_to over the first warmup_steps updates
                 lr = lr_from + (lr_to - lr_from) * jnp.minimum(1.0, t / warmup_steps)
                 opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+            elif scheduled:  # the rate in force this epoch
+                opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr_to})
             loss, grads = jax.value_and_grad(minibatch_loss)(params, x_train[idx], y_train[idx], m)
             updates, opt_state = optimizer(0.0).update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             if not eval_every:
                 return (params, opt_state), loss
             done = t + 1  # updates after this step; the epoch's last one is evaluated at the epoch's end
-            due = (done % eval_every == 0) & (done < epoch_idx * steps)
+            due = (done % eval_every == 0) & (done < before + steps)
             between = jax.lax.cond(due, lambda p: jnp.stack(evaluate_both(p)),
                                    lambda p: jnp.full(4, jnp.nan, jnp.float32), params)
             return (params, opt_state), (loss, between)
@@ -106,7 +115,13 @@ def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_siz
         metrics = evaluate_both(params)
         return (params, opt_state, step_losses, metrics) + ((between,) if eval_every else ())
 
-    return jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
+    if scheduled:
+        return jax.vmap(epoch, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None, None))
+
+    def constant(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, x_train, y_train, x_test, y_test):
+        return epoch(params, opt_state, order_seed, lr_from, lr_to, epoch_idx, None, x_train, y_train, x_test, y_test)
+
+    return jax.vmap(constant, in_axes=(0, 0, 0, 0, 0, None, None, None, None, None))
 
 
 def build_eval_fn(model: Model, task: Task = CLASSIFICATION) -> Callable:
@@ -137,6 +152,7 @@ class JaxBackend:
     _arrays: list[jax.Array] = field(default_factory=list, repr=False)
     _per_replica: tuple[jax.Array, ...] = field(default=(), repr=False)
     _compiled: Any = field(default=None, repr=False)
+    _by_batch_size: dict[int, Any] = field(default_factory=dict, repr=False)
 
     def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
         g, d = self.group, self.data
@@ -150,11 +166,16 @@ class JaxBackend:
             if resume is not None:
                 treedef = jax.tree_util.tree_structure((params, opt_state))
                 params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in resume.leaves])
+                if g.branch_from is not None:  # a branch trains at its own rate from the parent's state
+                    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr_to})
             self._per_replica = (jnp.asarray(g.order_seeds, jnp.uint32), lr_from, lr_to)
         return params, opt_state
 
     def prepare(self, state: Any, first_epoch: int) -> None:
         g, d = self.group, self.data
+        if g.schedule is not None:
+            self._prepare_scheduled(state, first_epoch)
+            return
         steps = updates_per_epoch(d.n_train, g.batch_size)
         with jax.default_device(self.device):
             t0 = time.perf_counter()
@@ -163,6 +184,23 @@ class JaxBackend:
                                               warmup_steps=g.warmup_epochs * steps, task=get_task(d.task),
                                               eval_every=self.eval_every_steps))
             self._compiled = epoch_fn.lower(*state, *self._per_replica, np.int32(1), *self._arrays).compile()
+            self.compile_time_s = time.perf_counter() - t0
+
+    def _prepare_scheduled(self, state: Any, first_epoch: int) -> None:
+        """One compiled epoch per batch size the schedule uses from `first_epoch` on (compiled once each)."""
+        g, d = self.group, self.data
+        assert g.schedule is not None
+        warmup_steps = g.warmup_epochs * updates_per_epoch(d.n_train, g.batch_size)
+        self._by_batch_size = {}
+        with jax.default_device(self.device):
+            t0 = time.perf_counter()
+            opt = make_optimizer(self.optimizer, momentum=self.momentum)
+            for b in g.schedule.batch_sizes_from(first_epoch, max(g.epochs, first_epoch)):
+                epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=b,
+                                                  warmup_steps=warmup_steps, task=get_task(d.task),
+                                                  eval_every=self.eval_every_steps, scheduled=True))
+                self._by_batch_size[b] = epoch_fn.lower(*state, *self._per_replica, np.int32(1), np.int32(0),
+                                                        *self._arrays).compile()
             self.compile_time_s = time.perf_counter() - t0
 
     def evaluate(self, state: Any) -> Metrics:
@@ -175,14 +213,25 @@ class JaxBackend:
 
     def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
         """Asynchronous: returns device futures at once."""
+        g = self.group
+        if g.schedule is not None:
+            order_seeds, lr_from, _ = self._per_replica
+            with jax.default_device(self.device):
+                lr_now = jnp.asarray(g.lrs_at(epoch), jnp.float32)
+            params, opt_state, *outputs = self._by_batch_size[g.batch_size_at(epoch)](
+                *state, order_seeds, lr_from, lr_now, np.int32(epoch), np.int32(g.schedule.updates_through(epoch - 1)),
+                *self._arrays)
+            return (params, opt_state), (epoch, *outputs)
         params, opt_state, *outputs = self._compiled(*state, *self._per_replica, np.int32(epoch), *self._arrays)
         return (params, opt_state), (epoch, *outputs)
 
     def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
         epoch, step_losses, metrics, *between = outputs
-        steps = updates_per_epoch(self.data.n_train, self.group.batch_size)
-        due = eval_points(epoch, steps, self.eval_every_steps)
-        evals = np.asarray(between[0])[:, due - 1 - (epoch - 1) * steps] if between else \
+        g = self.group
+        steps = updates_per_epoch(self.data.n_train, g.batch_size_at(epoch))
+        before = (epoch - 1) * steps if g.schedule is None else g.schedule.updates_through(epoch - 1)
+        due = eval_points(epoch, steps, self.eval_every_steps, before=before)
+        evals = np.asarray(between[0])[:, due - 1 - before] if between else \
             np.zeros((self.group.n_replicas, 0, 4), np.float32)
         return np.asarray(step_losses), [np.asarray(m) for m in metrics], due, evals
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from batchlab.interop.export.common import refuse_overwrite
 from batchlab.store.db import require_directory_path
-from batchlab.store.tables import TABLE_NAMES, Columns, read_tables
+from batchlab.store.tables import OPTIONAL_TABLES, TABLE_NAMES, Columns, read_tables
 
 
 def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
@@ -27,7 +27,7 @@ def export_csv(directory: str | Path, to: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TABLE_NAMES:
-        if name == "evals" and not len(tables[name]["run_id"]):
+        if name in OPTIONAL_TABLES and not len(next(iter(tables[name].values()))):
             continue
         paths.append(out / f"{name}.csv")
         write_csv(paths[-1], tables[name])

@@ -12,7 +12,7 @@ import numpy as np
 from batchlab._optional import import_extra
 from batchlab.interop.export.common import refuse_overwrite
 from batchlab.store.db import require_directory_path
-from batchlab.store.tables import NULLABLE_INTEGERS, TABLE_NAMES, Columns, read_tables
+from batchlab.store.tables import NULLABLE_INTEGERS, OPTIONAL_TABLES, TABLE_NAMES, Columns, read_tables
 
 
 def export_parquet(directory: str | Path, to: str | Path) -> list[Path]:
@@ -34,7 +34,7 @@ def export_parquet(directory: str | Path, to: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in TABLE_NAMES:
-        if name == "evals" and not len(tables[name]["run_id"]):
+        if name in OPTIONAL_TABLES and not len(next(iter(tables[name].values()))):
             continue
         paths.append(out / f"{name}.parquet")
         pq.write_table(arrow_table(pa, tables[name]), paths[-1])
