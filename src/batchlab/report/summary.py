@@ -127,5 +127,6 @@ def study_document(data: StudyData, *, target_metric: str = "train_loss", target
                      "status_counts": counts,
                      "diverged_runs": [s.run_id for s in data.summaries if s.status == "diverged"],
                      "best_lr": {str(s.batch_size): number(s.lr) for s in data.best_runs()}},
-        "critical_batch_size": critical_batch_size_json(critical_batch_sizes(data.branches, data.epochs)),
+        "critical_batch_size": [{k: number(v) if isinstance(v, float) else v for k, v in row.items()} for row in
+                                critical_batch_size_json(critical_batch_sizes(data.branches, data.epochs))],
     }
