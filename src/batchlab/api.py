@@ -73,9 +73,10 @@ def run(spec: StudySpec | Sweep, *, out: str | Path, resume: bool = False, overw
     `overwrite=True` (delete the study in `out` and train again): the way to re-run a notebook cell. A Sweep always
     resumes (like `batchlab sweep`), unless `overwrite=True`. `workers` > 1 trains batch-size groups in that many
     local processes; `executor="ray"` sends them to the Ray cluster at `address`. `progress=True` shows a bar per
-    group on stderr (plain lines where it is not a terminal, and in a notebook without ipywidgets); False shows nothing; an object with the `batchlab.runner.progress.Progress` methods receives
-    the events instead. An interrupt (Ctrl-C, a notebook's stop button, SIGTERM) stops after the current epoch and
-    keeps every finished epoch. Only one process writes a study at a time: another one writing `out` is an error.
+    group on stderr (plain lines where it is not a terminal, and in a notebook without ipywidgets); False shows
+    nothing; an object with the `batchlab.runner.progress.Progress` methods receives the events instead. An
+    interrupt (Ctrl-C, a notebook's stop button, SIGTERM) stops after the current epoch and keeps every finished
+    epoch. Only one process writes a study at a time: another one writing `out` is an error.
 
     Example::
 

@@ -424,7 +424,7 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
 
         console.print(f"Report: {write_report(results)}", soft_wrap=True, markup=False)
     console.print(f"Study: {directory}", soft_wrap=True, markup=False)
-    console.print("(batchlab show DIR prints this again; batchlab export DIR --to OUT writes its tables)", markup=False)
+    console.print("Again: batchlab show DIR; its tables as files: batchlab export DIR --to OUT", markup=False)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
