@@ -12,7 +12,7 @@ import pytest
 import batchlab
 from batchlab.errors import BatchlabError
 from batchlab.store.db import EPOCH_FIELDS, Store
-from batchlab.store.tables import CURVATURE_FIELDS, RUN_FIELDS
+from batchlab.store.tables import ADAM_COLUMNS, CURVATURE_FIELDS, RUN_FIELDS
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}") for m in ("pandas.*", "polars.*")]
 
@@ -157,7 +157,7 @@ def test_run_reports_progress_to_an_object_and_a_sweep_resumes(tmp_path):
 
 def test_runs_df_equals_the_store(results, stored):
     df = results.runs_df()
-    assert list(df.columns) == [*RUN_FIELDS, *CURVATURE_FIELDS] and len(df) == len(stored["runs"])
+    assert list(df.columns) == [*RUN_FIELDS, *CURVATURE_FIELDS, *ADAM_COLUMNS] and len(df) == len(stored["runs"])
     for i, r in enumerate(stored["runs"]):
         for field in ("run_id", "batch_size", "lr", "seed", "status", "total_updates", "wall_time_s"):
             assert df[field].iloc[i] == r[field], field

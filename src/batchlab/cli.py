@@ -78,7 +78,10 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--optimizer": ("optimizer", "sgd (default), momentum or adam"),
     "--lr": ("lr", "learning rate at --base-batch-size (default 0.03)"),
     "--momentum": ("momentum", "momentum coefficient for --optimizer momentum (default 0.9)"),
-    "--lr-scaling": ("lr_scaling", "none (default), linear (Goyal et al. 2017) or sqrt"),
+    "--lr-scaling": ("lr_scaling", ("none (default), linear (Goyal et al. 2017), sqrt, adam-sde (Malladi et al. "
+                                    "2022: lr x sqrt(k), 1 - beta x k) or beta2-halflife (Marek et al. 2025: beta2^k)")),
+    "--beta1": ("beta1", "Adam's beta1 at --base-batch-size (default 0.9)"),
+    "--beta2": ("beta2", "Adam's beta2 at --base-batch-size (default 0.999)"),
     "--base-batch-size": ("base_batch_size", "batch size at which --lr applies unscaled (default 1)"),
     "--batch-sizes": ("batch_sizes", "comma-separated integers and 'full' (default 1,full)"),
     "--epochs": ("epochs", "passes over the training set (default 100)"),
@@ -95,6 +98,8 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--gns-every": ("gns_every", "measure the noise scale every K epochs (default 10; also epoch 0 and the last)"),
     "--sharpness": ("sharpness", "top Hessian eigenvalue and trace at the end: true (default) or false"),
     "--eps-sharpness": ("eps_sharpness", "also Keskar et al.'s epsilon-sharpness: false (default) or true"),
+    "--sharpness-every": ("sharpness_every", ("top Hessian eigenvalue, trace and batch sharpness every K epochs "
+                                              "during training, into the epochs table (default 0: off)")),
 }
 
 

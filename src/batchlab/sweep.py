@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from batchlab.errors import invalid
-from batchlab.spec import CONSTRAINTS, StudySpec, build_spec
+from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, identity_dict
 
 AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
-        "model")
+        "model", "beta1", "beta2")
 """Fields that may take a list of values in a sweep file."""
 
 
@@ -52,7 +52,7 @@ class Sweep:
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the runs: a changed study file gets a different fingerprint."""
-        base = self.base.to_dict()
+        base = identity_dict(self.base)
         base.pop("device")
         content = {"base": base, "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]] for n, vs in self.axes]}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,6 +7,8 @@ deterministic, so the replayed epochs equal the recorded ones.
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import numpy as np
 
 from batchlab.data.dataset import Dataset
@@ -41,7 +43,7 @@ class Recorder:
         group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
-                      warmup_epochs=p.warmup_epochs)
+                      warmup_epochs=p.warmup_epochs, adam=astuple(p.adam_for(g.batch_size)))
         return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoint_every_s)
 
     def handle(self, message: Message) -> None:

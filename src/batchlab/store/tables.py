@@ -22,6 +22,7 @@ their library only when called.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from batchlab._optional import import_extra
 from batchlab.errors import invalid
+from batchlab.spec import StudySpec
 from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
 
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
@@ -48,6 +50,20 @@ NULLABLE_INTEGERS = ("diverged_epoch",)
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
 _INTEGER_FIELDS = ("epoch", "updates", "examples_seen")
+
+ADAM_COLUMNS = ("beta1", "beta2", "adam_eps")
+"""Runs-table columns: Adam's coefficients in force at the run's batch size (NaN for other optimizers)."""
+
+
+def _adam_in_force(config: dict[str, Any], batch_size: int) -> tuple[float, float, float]:
+    """(beta1, beta2, eps) a run trained with, from its stored config (studies written before the betas were
+    fields hold the defaults) and its batch size, by the spec's rules."""
+    if config.get("optimizer") != "adam":
+        return (math.nan,) * 3
+    spec = StudySpec(**{f: config[f] for f in ("beta1", "beta2", "lr_scaling", "base_batch_size") if f in config})
+    h = spec.adam_for(batch_size)
+    return h.beta1, h.beta2, h.eps
+
 
 Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
@@ -71,6 +87,10 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
     metrics = metrics or {}
     for column, name in CURVATURE_FIELDS.items():
         columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)
+    for column, values in zip(ADAM_COLUMNS, zip(*(_adam_in_force(r["config"], r["batch_size"]) for r in runs))):
+        columns[column] = np.array(values, float)
+    if not runs:
+        columns.update({c: np.zeros(0) for c in ADAM_COLUMNS})
     return columns
 
 

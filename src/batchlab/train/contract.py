@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from batchlab.spec import ADAM_BETA1, ADAM_BETA2, ADAM_EPS
+
 EVAL_CHUNK = 16_384
 """Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
 
@@ -38,6 +40,8 @@ class Group:
     order_seeds: tuple[int, ...]
     warmup_from: tuple[float, ...] | None = None
     warmup_epochs: int = 0
+    adam: tuple[float, float, float] = (ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+    """Adam's (beta1, beta2, eps) for every replica of the group (see `batchlab.spec.StudySpec.adam_for`)."""
 
     @property
     def n_replicas(self) -> int:
