@@ -87,10 +87,8 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
     metrics = metrics or {}
     for column, name in CURVATURE_FIELDS.items():
         columns[column] = np.array([metrics.get(r["run_id"], {}).get(name, np.nan) for r in runs], float)
-    for column, values in zip(ADAM_COLUMNS, zip(*(_adam_in_force(r["config"], r["batch_size"]) for r in runs))):
-        columns[column] = np.array(values, float)
-    if not runs:
-        columns.update({c: np.zeros(0) for c in ADAM_COLUMNS})
+    adam = np.array([_adam_in_force(r["config"], r["batch_size"]) for r in runs], float).reshape(len(runs), 3)
+    columns.update({column: adam[:, j] for j, column in enumerate(ADAM_COLUMNS)})
     return columns
 
 
