@@ -11,7 +11,7 @@ import pytest
 
 import batchlab
 from batchlab.errors import BatchlabError
-from batchlab.store.db import EPOCH_FIELDS, Store
+from batchlab.store.db import EPOCH_FIELDS, SHARPNESS_FIELDS, Store
 from batchlab.store.tables import ADAM_COLUMNS, CURVATURE_FIELDS, RUN_FIELDS
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}") for m in ("pandas.*", "polars.*")]
@@ -166,7 +166,7 @@ def test_runs_df_equals_the_store(results, stored):
 
 def test_epochs_and_steps_df_equal_the_store(results, stored):
     epochs, steps = results.epochs_df(), results.steps_df()
-    assert list(epochs.columns) == ["run_id", *EPOCH_FIELDS]
+    assert list(epochs.columns) == ["run_id", *EPOCH_FIELDS, *SHARPNESS_FIELDS]
     assert list(steps.columns) == ["run_id", "step", "epoch", "batch_loss"]
     for r in stored["runs"]:
         mine = epochs[epochs.run_id == r["run_id"]]

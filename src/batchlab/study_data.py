@@ -15,6 +15,7 @@ from typing import Any, Self
 import numpy as np
 
 from batchlab.analysis.runs import RunSummary, summarize_run
+from batchlab.analysis.sharpness import EdgeOfStability, edges_of_stability
 from batchlab.analysis.study import StudyAnalysis, analyze
 from batchlab.analysis.sweeps import Cell, aggregate, best_lr_per_batch_size
 from batchlab.store.db import Store
@@ -83,6 +84,10 @@ class StudyData:
         """The runs at each batch size's best learning rate (all runs when the study has one rate)."""
         best = best_lr_per_batch_size(self.cells)
         return [s for s in self.summaries if best.get(s.batch_size) == s.lr]
+
+    def edges_of_stability(self) -> list[EdgeOfStability]:
+        """Sharpness during training against 2 / lr, per run that measured it (see `batchlab.analysis.sharpness`)."""
+        return edges_of_stability(self.summaries, self.epochs)
 
     def analysis(self, *, target_metric: str = "train_loss", target: float | None = None) -> StudyAnalysis:
         """Steps-to-target, the S(B) fit, noise scale, gaps and curvature (see `batchlab.analysis.study`),

@@ -10,6 +10,7 @@ from batchlab.report.findings import (
     noise_scale_paragraph,
     scaling_paragraph,
 )
+from batchlab.report.sharpness import sharpness_paragraph
 from batchlab.report.text import explain
 from batchlab.study_data import StudyData
 
@@ -25,4 +26,5 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
         best = sorted({(s.batch_size, s.lr) for s in best_runs})
         text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
                 + ", ".join(f"{lr:g} at batch size {b}" for b, lr in best) + ".\n\n" + text)
-    return "\n\n".join([text, *findings])
+    eos = sharpness_paragraph(data.edges_of_stability(), n_train=data.n_train)
+    return "\n\n".join([text, *findings, *([eos] if eos else [])])

@@ -64,10 +64,11 @@ class Recorder:
                                           steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
                                           n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
         gns = rec.probe or [None] * len(g.runs)
+        sharpness = rec.sharpness or [None] * len(g.runs)
         evals = self._evals(g, rec)
         rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
                          rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i],
-                         None if evals is None else evals[i])
+                         None if evals is None else evals[i], sharpness[i])
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
         self.store.write_epoch(rows, diverged=[r.run_id for r, d in zip(g.runs, rec.diverged) if d],

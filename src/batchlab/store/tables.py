@@ -31,7 +31,7 @@ import numpy as np
 from batchlab._optional import import_extra
 from batchlab.errors import invalid
 from batchlab.spec import StudySpec
-from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
+from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, SHARPNESS_FIELDS, Store
 
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
@@ -98,6 +98,8 @@ def epochs_table(store: Store, run_ids: list[str]) -> Columns:
     columns: Columns = {"run_id": [rid for rid, e in zip(run_ids, per_run) for _ in e["epoch"]]}
     for field in EPOCH_FIELDS:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS else np.float64)
+    for field in SHARPNESS_FIELDS:  # curvature during training (sharpness_every); NaN where not measured
+        columns[field] = _concat([e[field] for e in per_run], np.float64)
     return columns
 
 

@@ -38,7 +38,8 @@ def probes_for(model: Any, data: Dataset, *, device: str = "auto") -> Any:
 
 def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer: str = "sgd", momentum: float = 0.9,
               device: str = "auto", probe: Probe | None = None, probe_every: int = 0,
-              eval_every_steps: int | None = None) -> GroupRun:
+              eval_every_steps: int | None = None, sharpness: Probe | None = None,
+              sharpness_every: int = 0) -> GroupRun:
     """A group's training on its model's backend, ready for :meth:`GroupRun.train` or :meth:`GroupRun.epochs_iter`.
 
     Example::
@@ -50,4 +51,4 @@ def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer
     backend = backend_for(model, data, group, optimizer=optimizer, momentum=momentum, device=device,
                           eval_every_steps=eval_every_steps)
     return GroupRun(backend, group.n_replicas, epochs, data.n_train, updates_per_epoch(data.n_train, group.batch_size),
-                    probe=probe, probe_every=probe_every)
+                    probe=probe, probe_every=probe_every, sharpness=sharpness, sharpness_every=sharpness_every)

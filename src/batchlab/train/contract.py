@@ -91,6 +91,8 @@ class EpochRecord:
     """The state after this epoch, when the caller asked for checkpoints."""
     probe: Any = None
     """What the group's `probe` measured at this epoch's parameters, when it was due."""
+    sharpness: Any = None
+    """What the group's `sharpness` probe measured at this epoch's parameters, when it was due."""
 
 
 EVAL_CHUNK = 16_384
@@ -152,6 +154,10 @@ class GroupRun:
     probe: Probe | None = None
     """Called at epochs where :meth:`probe_due`; its time is excluded from the training time."""
     probe_every: int = 0
+    sharpness: Probe | None = None
+    """Curvature during training (`sharpness_every`), on the same schedule rule as `probe` with its own period;
+    its time is excluded from the training time too."""
+    sharpness_every: int = 0
     final_params: Any = None
     """The stacked parameters after the last epoch that ran."""
     finished: bool = False
@@ -164,6 +170,17 @@ class GroupRun:
     def probe_due(self, epoch: int) -> bool:
         """Epoch 0, every `probe_every` epochs, and the last epoch."""
         return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
+
+    def sharpness_due(self, epoch: int) -> bool:
+        """Epoch 0, every `sharpness_every` epochs, and the last epoch."""
+        return self.sharpness is not None and self.sharpness_every > 0 and (
+            epoch % self.sharpness_every == 0 or epoch == self.epochs)
+
+    def _measure(self, params: Any, active: np.ndarray, epoch: int) -> tuple[Any, Any]:
+        """(probe, sharpness) measurements due at `epoch` (None where not due)."""
+        probe = self.probe(params, active) if self.probe is not None and self.probe_due(epoch) else None
+        sharp = self.sharpness(params, active) if self.sharpness is not None and self.sharpness_due(epoch) else None
+        return probe, sharp
 
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False,
@@ -195,26 +212,26 @@ class GroupRun:
         if resume is None:
             train_loss, train_acc, test_loss, test_acc = backend.evaluate(state)
             none = np.zeros(self.n_replicas, bool)
-            probe = self.probe(self.final_params, active) if self.probe is not None and self.probe_due(0) else None
+            probe, sharp = self._measure(self.final_params, active, 0)
             yield EpochRecord(epoch=0, updates=0, examples_seen=0, wall_time_s=0.0,
                               step_losses=np.zeros((self.n_replicas, 0), np.float32), train_loss=train_loss,
                               train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, diverged=none,
                               active=active.copy(), eval_metrics=np.zeros((self.n_replicas, 0, 4), np.float32),
-                              checkpoint=snapshot(0, 0.0, state), probe=probe)
+                              checkpoint=snapshot(0, 0.0, state), probe=probe, sharpness=sharp)
 
         t0 = time.perf_counter()
         pending = None
         for epoch in range(first, self.epochs + 1):
             state, outputs = pending if pending is not None else backend.dispatch(state, epoch)
             pending = None
-            probing = self.probe is not None and self.probe_due(epoch)
+            probing = (self.probe is not None and self.probe_due(epoch)) or self.sharpness_due(epoch)
             stop = epoch < self.epochs and should_stop()
-            probe = None
+            probe = sharp = None
             if probing:  # measure at fixed parameters, with the clock paused and nothing else queued
                 backend.block(state)
                 wall = wall_offset + time.perf_counter() - t0
                 paused = time.perf_counter()
-                probe = self.probe(backend.params(state), active)  # type: ignore[misc]
+                probe, sharp = self._measure(backend.params(state), active, epoch)
                 t0 += time.perf_counter() - paused
             # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
             # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
@@ -232,7 +249,8 @@ class GroupRun:
                               wall_time_s=wall, step_losses=step_losses, train_loss=train_loss, train_acc=train_acc,
                               test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
                               eval_steps=eval_steps, eval_metrics=eval_metrics,
-                              checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe)
+                              checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe,
+                              sharpness=sharp)
             if stop:
                 return
             if not active.any():
