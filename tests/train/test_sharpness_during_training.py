@@ -63,3 +63,29 @@ def test_least_squares_curvature_equals_numpy(monkeypatch):
         expected.append(g @ h @ g / (g @ g))
     assert batch == pytest.approx(np.mean(expected), rel=1e-4)
     assert batch != pytest.approx(top, rel=1e-2)  # batch sharpness is its own quantity
+
+
+@pytest.mark.slow
+def test_the_pytorch_twin_measures_the_same_sharpness(monkeypatch):
+    pytest.importorskip("torch")
+    from batchlab.models.params import flatten_params
+    from batchlab.models.registry import load_user_model
+    from batchlab.models.torch import mlp_params_to_torch
+    from batchlab.train.probes.torch import TorchProbes
+    from tests.paths import REPO
+
+    monkeypatch.chdir(REPO)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    data = Dataset("t", x[:48], (np.arange(48) % 3).astype(np.int32), x[48:], (np.arange(12) % 3).astype(np.int32),
+                   ("a", "b", "c"), ("f0", "f1", "f2", "f3"))
+    jax_model = make_model("mlp", n_features=4, n_classes=3)
+    torch_model = load_user_model("torch:tests/fixtures/torch_mlp.py:mlp", n_features=4, n_classes=3)
+    stacked = jax_model.init_replicas((0,))
+    ours = sharpness_during_training(JaxProbes(jax_model), data, stacked, np.array([True]), batch_size=8)[0]
+    torch_stacked = {k: np.asarray(v) for k, v in mlp_params_to_torch(flatten_params(stacked)).items()}
+    theirs = sharpness_during_training(TorchProbes(torch_model, regression=False, device="cpu"), data, torch_stacked,
+                                       np.array([True]), batch_size=8)[0]
+    assert ours is not None and theirs is not None
+    assert theirs[0] == pytest.approx(ours[0], rel=1e-3)  # top eigenvalue
+    assert theirs[2] == pytest.approx(ours[2], rel=1e-3)  # batch sharpness
