@@ -289,6 +289,10 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
     if len({(s.lr, s.seed) for s in results.summaries}) > 1:
         console.print(results.grid())
         console.print()
+        optimal = results.optimal_lr_table()
+        if optimal is not None:
+            console.print(optimal)
+            console.print()
     console.print(results.explanation(target_metric=target_metric, target=target))
     console.print()
     if figures:

@@ -10,6 +10,8 @@ from batchlab.report.findings import (
     noise_scale_paragraph,
     scaling_paragraph,
 )
+from batchlab.report.optimal_lr import optimal_lr_paragraph
+from batchlab.report.rules import rule_paragraph
 from batchlab.report.sharpness import sharpness_paragraph
 from batchlab.report.text import explain
 from batchlab.study_data import StudyData
@@ -26,5 +28,8 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
         best = sorted({(s.batch_size, s.lr) for s in best_runs})
         text = ("Each batch size is compared at its own best learning rate (lowest mean final test loss): "
                 + ", ".join(f"{lr:g} at batch size {b}" for b, lr in best) + ".\n\n" + text)
-    eos = sharpness_paragraph(data.edges_of_stability(), n_train=data.n_train)
-    return "\n\n".join([text, *findings, *([eos] if eos else [])])
+    rule = str(data.meta.get("spec", {}).get("lr_scaling", "none"))
+    extra = [p for p in (optimal_lr_paragraph(data.optimal_lr()),
+                         rule_paragraph(data.rule_check(), rule=rule) if rule != "none" else "",
+                         sharpness_paragraph(data.edges_of_stability(), n_train=data.n_train)) if p]
+    return "\n\n".join([text, *findings, *extra])

@@ -58,7 +58,7 @@ def render_report(data: StudyData) -> str:
     from plotly.offline import get_plotlyjs
 
     analysis = data.analysis()
-    sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data),
+    sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data), _optimal_lr(data),
                             _lena(data), _overlay(data), _cost(data), _gns(data, analysis),
                             _scaling(analysis), _end_metrics(data, analysis), _config(data)) if s]
     nav = " ".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
@@ -179,6 +179,17 @@ def _grid(data: StudyData) -> Section | None:
         rows.append(row)
     return "grid", "Sweep grid", _table(["batch size", *(f"lr {lr:.3g}" for lr in lrs)], rows,
                                         caption=GRID_CAPTION, best=marked)
+
+
+def _optimal_lr(data: StudyData) -> Section | None:
+    from batchlab.report.optimal_lr import CAPTION, optimal_lr_paragraph, optimal_lr_rows
+
+    results = data.optimal_lr()
+    if not results:
+        return None
+    header, rows = optimal_lr_rows(results)
+    return ("optimal-lr", "Optimal learning rate against batch size",
+            _table(header, rows, caption=CAPTION) + f"<p>{escape(optimal_lr_paragraph(results))}</p>")
 
 
 def _lena(data: StudyData) -> Section:
