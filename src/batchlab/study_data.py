@@ -90,7 +90,7 @@ class StudyData:
     def optimal_lr(self) -> list[OptimalLr]:
         """The optimal rate against batch size at the end and at target losses (see `batchlab.analysis.optimal_lr`);
         [] for a study without two rates at two batch sizes."""
-        return optimal_lr_study(self.summaries, self.epochs)
+        return optimal_lr_study(self.summaries, self.epochs, evals=self.evals)
 
     def rule_check(self) -> list[RulePair]:
         """Whether the study's lr scaling rule held, per neighbouring pair of batch sizes at each one's best rate

@@ -108,3 +108,13 @@ def test_study_level_optima_at_the_end_and_at_targets():
         assert sqrt.params["c"] == pytest.approx(0.01, rel=0.15)
     assert results[0].best is not None and results[0].best.form == "sqrt"
     assert optimal_lr_study(runs[:1], curves) == []
+
+
+def test_steps_to_target_use_the_evaluations_between_epoch_ends():
+    from batchlab.analysis.optimal_lr import sweep_cells
+
+    r = run(8, 0.1, 0, np.array([2.0, 1.0, 0.5]))
+    curves = {r.run_id: {"updates": np.array([0, 10, 20]), "train_loss": np.array([2.0, 1.0, 0.5])}}
+    evals = {r.run_id: {"step": np.array([5, 15]), "train_loss": np.array([1.5, 0.7])}}
+    assert sweep_cells([r], curves, target=0.8) == [(8, 0.1, math.log(20))]
+    assert sweep_cells([r], curves, target=0.8, evals=evals) == [(8, 0.1, math.log(15))]

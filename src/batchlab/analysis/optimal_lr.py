@@ -213,10 +213,12 @@ def first_reached(updates: np.ndarray, loss: np.ndarray, target: float) -> float
 
 
 def sweep_cells(runs: Sequence[Any], curves: dict[str, dict[str, np.ndarray]], *,
-                target: float | None = None) -> list[tuple[int, float, float]]:
+                target: float | None = None,
+                evals: dict[str, dict[str, np.ndarray]] | None = None) -> list[tuple[int, float, float]]:
     """(batch size, rate, objective) per cell of a sweep from RunSummary-like runs (batch_size, lr, run_id,
     status, final_train_loss) and their per-epoch curves: log mean final train loss, or with `target` the log of
-    the mean updates to reach it (a diverged or non-reaching seed makes the cell infeasible, inf)."""
+    the mean updates to reach it (a diverged or non-reaching seed makes the cell infeasible, inf), counted at
+    every evaluation: the epoch ends and, where the study has them (`eval_every_steps`), the `evals` between."""
     by_cell: dict[tuple[int, float], list[float]] = defaultdict(list)
     for s in runs:
         if s.status == "diverged":
@@ -224,8 +226,11 @@ def sweep_cells(runs: Sequence[Any], curves: dict[str, dict[str, np.ndarray]], *
         elif target is None:
             value = float(s.final_train_loss)
         else:
-            e = curves[s.run_id]
-            value = first_reached(e["updates"], e["train_loss"], target)
+            e, between = curves[s.run_id], (evals or {}).get(s.run_id, {})
+            updates = np.concatenate([e["updates"], between.get("step", np.zeros(0))])
+            losses = np.concatenate([e["train_loss"], between.get("train_loss", np.zeros(0))])
+            order = np.argsort(updates, kind="stable")
+            value = first_reached(updates[order], losses[order], target)
         by_cell[(s.batch_size, s.lr)].append(value if math.isfinite(value) else math.inf)
     out = []
     for (b, lr), values in sorted(by_cell.items()):
@@ -253,7 +258,8 @@ def automatic_targets(runs: Sequence[Any], curves: dict[str, dict[str, np.ndarra
 
 
 def optimal_lr_study(runs: Sequence[Any], curves: dict[str, dict[str, np.ndarray]], *,
-                     targets: Sequence[float] | None = None) -> list[OptimalLr]:
+                     targets: Sequence[float] | None = None,
+                     evals: dict[str, dict[str, np.ndarray]] | None = None) -> list[OptimalLr]:
     """The optimal rate against batch size at the end of training and at two or three target training losses
     (default :func:`automatic_targets`); [] for a study without two rates at two batch sizes."""
     per_b: dict[int, set[float]] = defaultdict(set)
@@ -263,8 +269,8 @@ def optimal_lr_study(runs: Sequence[Any], curves: dict[str, dict[str, np.ndarray
         return []
     out = [optimal_lr(sweep_cells(runs, curves), objective="final")]
     for t in (automatic_targets(runs, curves) if targets is None else targets):
-        out.append(optimal_lr(sweep_cells(runs, curves, target=t), objective=f"updates to train loss <= {t:.4g}",
-                              target=t))
+        out.append(optimal_lr(sweep_cells(runs, curves, target=t, evals=evals),
+                              objective=f"updates to train loss <= {t:.4g}", target=t))
     return out
 
 
