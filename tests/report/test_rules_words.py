@@ -47,3 +47,18 @@ def test_rule_and_sharpness_paragraphs_say_what_was_measured():
     words = sharpness_paragraph([r], n_train=100)
     assert "full batch, lr 0.1: lambda_max x lr / 2 went from 0.200 to 1.025" in words
     assert "reached the edge of stability" in words and "progressive sharpening" in words
+
+
+def test_the_report_shows_sharpness_and_optimal_rates(monkeypatch):
+    from types import SimpleNamespace
+
+    from batchlab.report import html
+
+    r = edge_of_stability("bs8-x", batch_size=8, lr=0.1, epochs=np.arange(3), top_eigenvalue=np.array(
+        [4.0, 19.0, 20.0]), batch_sharpness=np.array([5.0, 19.5, 20.5]))
+    data = SimpleNamespace(edges_of_stability=lambda: [r], optimal_lr=lambda: [planted("sqrt", 0.002)])
+    anchor, _, content = html._sharpness(data)  # type: ignore[arg-type]
+    assert anchor == "sharpness" and "<td>1.000</td>" in content and "<td>1.025</td>" in content
+    assert "reached" in content
+    anchor, _, content = html._optimal_lr(data)  # type: ignore[arg-type]
+    assert anchor == "optimal-lr" and "sqrt" in content and "c = 0.002" in content
