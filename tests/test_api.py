@@ -11,8 +11,8 @@ import pytest
 
 import batchlab
 from batchlab.errors import BatchlabError
-from batchlab.store.db import EPOCH_FIELDS, Store
-from batchlab.store.tables import BRANCH_FIELDS, CURVATURE_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
+from batchlab.store.db import EPOCH_FIELDS, SHARPNESS_FIELDS, Store
+from batchlab.store.tables import ADAM_COLUMNS, BRANCH_FIELDS, CURVATURE_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
 
 pytestmark = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}") for m in ("pandas.*", "polars.*")]
 
@@ -157,7 +157,8 @@ def test_run_reports_progress_to_an_object_and_a_sweep_resumes(tmp_path):
 
 def test_runs_df_equals_the_store(results, stored):
     df = results.runs_df()
-    assert list(df.columns) == [*RUN_FIELDS, *BRANCH_FIELDS, *CURVATURE_FIELDS, *SUMMARY_FIELDS] and len(df) == len(stored["runs"])
+    assert list(df.columns) == [*RUN_FIELDS, *BRANCH_FIELDS, *CURVATURE_FIELDS, *SUMMARY_FIELDS, *ADAM_COLUMNS]
+    assert len(df) == len(stored["runs"])
     for i, r in enumerate(stored["runs"]):
         for field in ("run_id", "batch_size", "lr", "seed", "status", "total_updates", "wall_time_s"):
             assert df[field].iloc[i] == r[field], field
@@ -166,7 +167,7 @@ def test_runs_df_equals_the_store(results, stored):
 
 def test_epochs_and_steps_df_equal_the_store(results, stored):
     epochs, steps = results.epochs_df(), results.steps_df()
-    assert list(epochs.columns) == ["run_id", *EPOCH_FIELDS]
+    assert list(epochs.columns) == ["run_id", *EPOCH_FIELDS, *SHARPNESS_FIELDS]
     assert list(steps.columns) == ["run_id", "step", "epoch", "batch_loss"]
     for r in stored["runs"]:
         mine = epochs[epochs.run_id == r["run_id"]]

@@ -81,7 +81,10 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--optimizer": ("optimizer", "sgd (default), momentum or adam"),
     "--lr": ("lr", "learning rate at --base-batch-size (default 0.03)"),
     "--momentum": ("momentum", "momentum coefficient for --optimizer momentum (default 0.9)"),
-    "--lr-scaling": ("lr_scaling", "none (default), linear (Goyal et al. 2017) or sqrt"),
+    "--lr-scaling": ("lr_scaling", ("none (default), linear (Goyal et al. 2017), sqrt, adam-sde (Malladi et al. "
+                                    "2022: lr x sqrt(k), 1 - beta x k) or beta2-halflife (Marek et al. 2025: beta2^k)")),
+    "--beta1": ("beta1", "Adam's beta1 at --base-batch-size (default 0.9)"),
+    "--beta2": ("beta2", "Adam's beta2 at --base-batch-size (default 0.999)"),
     "--base-batch-size": ("base_batch_size", "batch size at which --lr applies unscaled (default 1)"),
     "--batch-sizes": ("batch_sizes", "comma-separated integers and 'full' (default 1,full)"),
     "--epochs": ("epochs", "passes over the training set (default 100)"),
@@ -109,6 +112,8 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--batch-size-gamma": ("batch_size_gamma", "the batch size's factor at each milestone (default 2)"),
     "--batch-size-schedule": ("batch_size_schedule", ("instead of the factor: the batch size after each milestone, "
                               "e.g. 64,256")),
+    "--sharpness-every": ("sharpness_every", ("top Hessian eigenvalue, trace and batch sharpness every K epochs "
+                                              "during training, into the epochs table (default 0: off)")),
 }
 
 
@@ -409,6 +414,10 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
     results = StudyResults.load(directory)
     console = _console()
     print_tables(console, results.tables(width=console.width, wide=wide, plain=not console.is_terminal))
+    optimal = results.optimal_lr_table()
+    if optimal is not None:  # a sweep over rates and batch sizes: the best rate per batch size, and its fits
+        console.print(optimal)
+        console.print()
     # paths below are never wrapped (they are copied and pasted)
     console.print(results.explanation(target_metric=target_metric, target=target), markup=False)
     console.print()

@@ -49,6 +49,13 @@ class StudyResults(StudyData):
         cells = self.cells
         return grid_table(cells, best_lr_per_batch_size(cells), title=f"{self.directory}: final test loss")
 
+    def optimal_lr_table(self) -> Table | None:
+        """The optimal rate per batch size at the end and at target losses; None for a study without a sweep."""
+        from batchlab.report.optimal_lr import optimal_lr_table
+
+        results = self.optimal_lr()
+        return optimal_lr_table(results, title=f"{self.directory}: optimal learning rate") if results else None
+
     def explanation(self, *, target_metric: str = "train_loss", target: float | None = None) -> str:
         """What the measurements say, in words (see `batchlab.report.explain`)."""
         from batchlab.report.explain import explanation

@@ -51,6 +51,10 @@ DEFAULT_DATASET = "moons"
 so no model fits every training example, per-example gradients never vanish and SGD's noise (the learning rate
 times their spread) stays alive for the whole run. On digits the MLP interpolates the training set and batch
 size 1's per-epoch curve goes smooth (see README, "Why the default is moons")."""
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
+"""optax.adam's (and torch.optim.Adam's) defaults: with them Adam's numbers are those of `optax.adam(lr)`."""
+LR_RULES = ("none", "linear", "sqrt", "adam-sde", "beta2-halflife")
+"""The values of `lr_scaling`."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,13 @@ class StudySpec:
     momentum: float = 0.9
     """Momentum coefficient for `optimizer = momentum`."""
     lr_scaling: str = "none"
-    """How the learning rate follows the batch size: `none`, `linear` (Goyal et al. 2017) or `sqrt`."""
+    """How the learning rate (and Adam's betas) follow the batch size: `none`, `linear` (Goyal et al. 2017),
+    `sqrt`, `adam-sde` (Malladi et al. 2022: lr x sqrt(k), 1 - beta x k, eps / sqrt(k)) or `beta2-halflife`
+    (Marek et al. 2025: beta2^k, the rate unchanged), k = batch_size / base_batch_size (see :func:`scaled_adam`)."""
+    beta1: float = ADAM_BETA1
+    """Adam's first-moment decay at `base_batch_size` (optax's default 0.9); `optimizer = adam` only."""
+    beta2: float = ADAM_BETA2
+    """Adam's second-moment decay at `base_batch_size` (optax's default 0.999); `optimizer = adam` only."""
     base_batch_size: int = 1
     """The batch size at which `lr` applies unscaled."""
     batch_sizes: tuple[int | str, ...] = (1, FULL)
@@ -156,6 +166,10 @@ class StudySpec:
     checkpoint_every: int | None = None
     """Keep the full training state (parameters and optimizer state) of every run at epoch 0 and every this many
     epochs, compressed in study.db (`batchlab branch` starts from them). None: only the resume checkpoint."""
+    sharpness_every: int = 0
+    """During training, at epoch 0, every this many epochs and at the last: the top Hessian eigenvalue, the trace
+    and the batch sharpness (Andreyev & Beneventano 2024), into the epochs table, to watch progressive sharpening
+    and the edge of stability 2 / lr (Cohen et al. 2021). 0: off."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -197,6 +211,16 @@ class StudySpec:
         """The schedule of a run that starts at `batch_size` (see :class:`Schedule`)."""
         return Schedule(batch_size, n_train, self.lr_schedule, self.lr_milestones, self.lr_gamma,
                         self.batch_size_milestones, self.batch_size_gamma, self.batch_size_schedule)
+    def adam_for(self, batch_size: int) -> AdamHyperparams:
+        """Adam's (beta1, beta2, eps) in force at `batch_size` under the scaling rule (the spec's own values,
+        and eps = ADAM_EPS, for the rules that change only the rate)."""
+        k = batch_size / self.base_batch_size
+        base = AdamHyperparams(self.beta1, self.beta2, ADAM_EPS)
+        if self.lr_scaling == "adam-sde":
+            return sde_adam_hyperparams(base, k)
+        if self.lr_scaling == "beta2-halflife":
+            return AdamHyperparams(self.beta1, halflife_beta2(self.beta2, k), ADAM_EPS)
+        return base
 
 
 def updates_per_epoch(n_train: int, batch_size: int) -> int:
@@ -205,9 +229,65 @@ def updates_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 def scaled_lr(lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    """eps(B) = eps_0 * (B / B_0) for `linear` (Goyal et al. 2017), eps_0 * sqrt(B / B_0) for `sqrt`."""
+    """eps(B) = eps_0 * (B / B_0) for `linear` (Goyal et al. 2017), eps_0 * sqrt(B / B_0) for `sqrt` and
+    `adam-sde` (Malladi et al. 2022), eps_0 for `none` and `beta2-halflife` (Marek et al. 2025 hold the rate)."""
     ratio = batch_size / base_batch_size
-    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio)}[rule]
+    return {"none": lr, "linear": lr * ratio, "sqrt": lr * math.sqrt(ratio), "adam-sde": lr * math.sqrt(ratio),
+            "beta2-halflife": lr}[rule]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Adam's coefficients across batch sizes: pure conversions for a batch multiplier k = B / B_0.
+
+
+@dataclass(frozen=True)
+class AdamHyperparams:
+    """Adam's decay rates and epsilon (added outside the square root, as optax and torch.optim do)."""
+
+    beta1: float
+    beta2: float
+    eps: float
+
+
+def sde_beta(beta: float, k: float) -> float:
+    """Malladi et al. 2022 ("On the SDEs and Scaling Rules for Adaptive Gradient Algorithms", arXiv 2205.10287),
+    the square-root scaling rule: for a batch multiplier k, 1 - beta' = k (1 - beta), i.e. beta' = 1 - k (1 - beta),
+    so that the moving averages forget at the same rate per example. Needs k (1 - beta) < 1 (beta' > 0)."""
+    return 1.0 - k * (1.0 - beta)
+
+
+def sde_adam_hyperparams(base: AdamHyperparams, k: float) -> AdamHyperparams:
+    """Malladi et al. 2022's rule for Adam at a batch multiplier k: both betas by :func:`sde_beta` and
+    eps' = eps / sqrt(k) (the rate itself goes as sqrt(k), see :func:`scaled_lr`)."""
+    return AdamHyperparams(sde_beta(base.beta1, k), sde_beta(base.beta2, k), base.eps / math.sqrt(k))
+
+
+def halflife_beta2(beta2: float, k: float) -> float:
+    """Marek et al. 2025 ("Small Batch Size Training for Language Models", arXiv 2507.07101): hold the half-life
+    of beta2's moving average fixed in examples (tokens). After T steps of batch B the weight of a gradient is
+    beta2^T; its half-life in examples is t_half = B ln(1/2) / ln(beta2), fixed when beta2' = beta2^(B'/B) = beta2^k.
+    E.g. beta2 = 0.95 at B = 512 becomes 0.95^(1/32) ~ 0.9984 at B = 16."""
+    return beta2 ** k
+
+
+def halflife_examples(beta2: float, batch_size: int) -> float:
+    """The half-life of beta2's moving average in examples, B ln(1/2) / ln(beta2) (Marek et al. 2025)."""
+    return batch_size * math.log(0.5) / math.log(beta2)
+
+
+def check_adam_rule(spec: StudySpec, batch_sizes: list[int]) -> None:
+    """Raise the door's one-line error when the rule maps a beta outside (0, 1) at one of `batch_sizes` (Malladi's
+    1 - k (1 - beta) turns negative for k >= 1 / (1 - beta))."""
+    if spec.optimizer != "adam":
+        return
+    for b in batch_sizes:
+        h = spec.adam_for(b)
+        for name, value in (("beta1", h.beta1), ("beta2", h.beta2)):
+            if not 0.0 < value < 1.0:
+                base = getattr(spec, name)
+                raise invalid(name, base, f"a value whose {spec.lr_scaling} image at batch size {b} (multiplier "
+                              f"{b / spec.base_batch_size:g}) stays in (0, 1); here it is {value:.6g} (raise "
+                              f"base_batch_size or {name})")
 
 
 @dataclass(frozen=True)
@@ -261,14 +341,22 @@ class Schedule:
 
 
 NOT_IN_RUN_ID = ("batch_sizes", "seeds", "device", "gns", "gns_every", "sharpness", "eps_sharpness",
-                 "eval_every_steps", "checkpoint_every")
+                 "eval_every_steps", "checkpoint_every", "sharpness_every")
 """Fields that do not change what a run computes (or that the id states separately)."""
+LATER_FIELDS = {"beta1": ADAM_BETA1, "beta2": ADAM_BETA2, "sharpness_every": 0}
+"""Fields added after studies were first written, with their defaults: left out of a run's id (and a sweep's
+fingerprint) at their default, so existing studies keep their run ids."""
+
+
+def identity_dict(spec: StudySpec) -> dict[str, Any]:
+    """:meth:`StudySpec.to_dict` without the fields added later that hold their defaults
+    (:func:`drop_later_defaults`)."""
+    return drop_later_defaults(spec.to_dict())
 
 
 def run_id(spec: StudySpec, *, batch_size: int, seed_index: int) -> str:
     """A readable, content-derived id: the same spec, batch size and seed always name the same run."""
-    content = {k: v for k, v in spec.to_dict().items() if k not in NOT_IN_RUN_ID}
-    content = drop_later_defaults(content)
+    content = {k: v for k, v in identity_dict(spec).items() if k not in NOT_IN_RUN_ID}
     content.update(batch_size=batch_size, init_seed=spec.seed + seed_index, order_seed=spec.order_seed + seed_index)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     return f"bs{batch_size}-seed{spec.seed + seed_index}-{digest}"
@@ -283,7 +371,8 @@ _LATER_DEFAULTS: dict[str, Any] = {"lr_schedule": "constant", "lr_milestones": [
 def drop_later_defaults(values: dict[str, Any]) -> dict[str, Any]:
     """`values` without the fields added later that hold their defaults: run ids and sweep fingerprints of
     studies made before those fields existed stay the same."""
-    return {k: v for k, v in values.items() if not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    later = {**_LATER_DEFAULTS, **LATER_FIELDS}
+    return {k: v for k, v in values.items() if not (k in later and v == later[k])}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -455,7 +544,9 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "optimizer": _choice("sgd", "momentum", "adam"),
     "lr": (_float_in(FLOAT32_TINY, FLOAT32_MAX)[0], "a number > 0 that float32 holds (1.2e-38 to 3.4e38)"),
     "momentum": _float_in(0.0, 1.0, open_hi=True),
-    "lr_scaling": _choice("none", "linear", "sqrt"),
+    "lr_scaling": _choice(*LR_RULES),
+    "beta1": _float_in(0.0, 1.0, open_lo=True, open_hi=True),
+    "beta2": _float_in(0.0, 1.0, open_lo=True, open_hi=True),
     "base_batch_size": _int_in(1),
     "batch_sizes": (_list_of(_batch_size), "integers >= 1 and 'full', separated by commas, e.g. 1,32,full"),
     "epochs": _int_in(1, 1_000_000),
@@ -483,6 +574,7 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "batch_size_gamma": _float_in(0.0, 1e6, open_lo=True),
     "batch_size_schedule": (lambda v: None if v is None else _list_of(_int_in(1)[0])(v),
                             "positive integers separated by commas, one per batch_size_milestones entry"),
+    "sharpness_every": _int_in(0, 1_000_000),
 }
 assert set(CONSTRAINTS) == {f.name for f in dataclasses.fields(StudySpec)}
 
@@ -515,9 +607,9 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
         raise invalid("task", spec.task, "classification or auto for a built-in dataset (their targets are classes)")
     if spec.image_shape is not None and spec.model != "cnn":
         raise invalid("image_shape", ",".join(map(str, spec.image_shape)), "only with model cnn")
-    if spec.warmup_epochs and spec.lr_scaling == "none":
-        raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear or sqrt (warmup ramps from "
-                      "lr to the scaled rate, Goyal et al. 2017)")
+    if spec.warmup_epochs and spec.lr_scaling in ("none", "beta2-halflife"):
+        raise invalid("warmup_epochs", spec.warmup_epochs, "0 unless lr_scaling is linear, sqrt or adam-sde (warmup "
+                      "ramps from lr to the scaled rate, Goyal et al. 2017)")
     _check_schedules(spec)
     if spec.budget_steps is not None and spec.budget_examples is not None:
         raise invalid("budget_examples", spec.budget_examples, "unset when budget_steps is set (one budget per study)")

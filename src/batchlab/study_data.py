@@ -14,7 +14,10 @@ from typing import Any, Self
 
 import numpy as np
 
+from batchlab.analysis.optimal_lr import OptimalLr, optimal_lr_study
+from batchlab.analysis.rule_check import RulePair, rule_check
 from batchlab.analysis.runs import RunSummary, group_sizes, summarize_run
+from batchlab.analysis.sharpness import EdgeOfStability, edges_of_stability
 from batchlab.analysis.study import StudyAnalysis, analyze
 from batchlab.analysis.sweeps import Cell, aggregate, best_lr_per_batch_size
 from batchlab.store.db import Store
@@ -91,6 +94,20 @@ class StudyData:
         """The runs at each batch size's best learning rate (all runs when the study has one rate)."""
         best = best_lr_per_batch_size(self.cells)
         return [s for s in self.summaries if best.get(s.batch_size) == s.lr]
+
+    def optimal_lr(self) -> list[OptimalLr]:
+        """The optimal rate against batch size at the end and at target losses (see `batchlab.analysis.optimal_lr`);
+        [] for a study without two rates at two batch sizes."""
+        return optimal_lr_study(self.summaries, self.epochs, evals=self.evals)
+
+    def rule_check(self) -> list[RulePair]:
+        """Whether the study's lr scaling rule held, per neighbouring pair of batch sizes at each one's best rate
+        (see `batchlab.analysis.rule_check`)."""
+        return rule_check(self.best_runs(), self.epochs, n_train=self.n_train)
+
+    def edges_of_stability(self) -> list[EdgeOfStability]:
+        """Sharpness during training against 2 / lr, per run that measured it (see `batchlab.analysis.sharpness`)."""
+        return edges_of_stability(self.summaries, self.epochs)
 
     def analysis(self, *, target_metric: str = "train_loss", target: float | None = None) -> StudyAnalysis:
         """Steps-to-target, the S(B) fit, noise scale, gaps and curvature (see `batchlab.analysis.study`),

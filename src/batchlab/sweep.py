@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from batchlab.errors import invalid
-from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, drop_later_defaults
+from batchlab.spec import CONSTRAINTS, StudySpec, build_spec, identity_dict
 
 AXES = ("lr", "optimizer", "momentum", "lr_scaling", "base_batch_size", "warmup_epochs", "hidden", "activation",
         "model", "lr_schedule", "lr_milestones", "lr_gamma", "batch_size_milestones", "batch_size_gamma",
-        "batch_size_schedule")
+        "batch_size_schedule", "beta1", "beta2")
 """Fields that may take a list of values in a sweep file."""
 
 
@@ -56,7 +56,7 @@ class Sweep:
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the runs: a changed study file gets a different fingerprint."""
-        base = drop_later_defaults(self.base.to_dict())
+        base = identity_dict(self.base)
         base.pop("device")
         content = {"base": base, "axes": [[n, [list(v) if isinstance(v, tuple) else v for v in vs]] for n, vs in self.axes]}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

@@ -20,8 +20,8 @@ import pytest
 from batchlab import cli
 from batchlab.errors import BatchlabError
 from batchlab.interop.export.common import run_names, step_wall_times
-from batchlab.store.db import EPOCH_FIELDS, Store
-from batchlab.store.tables import BRANCH_FIELDS, CURVATURE_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
+from batchlab.store.db import EPOCH_FIELDS, SHARPNESS_FIELDS, Store
+from batchlab.store.tables import ADAM_COLUMNS, BRANCH_FIELDS, CURVATURE_FIELDS, RUN_FIELDS, SUMMARY_FIELDS
 
 THIRD_PARTY_DEPRECATIONS = [pytest.mark.filterwarnings(f"ignore::DeprecationWarning:{m}")
                             for m in ("sqlalchemy.*", "alembic.*", "mlflow.*", "google.*", "tensorboard.*")]
@@ -87,8 +87,8 @@ def test_parquet_has_the_csv_columns_and_rows(tables_dir):
         assert list(table) == list(rows[0]), name
         assert all(len(v) == len(rows) for v in table.values()), name
     assert list(read_parquet(tables_dir / "runs.parquet")) == [*RUN_FIELDS, *BRANCH_FIELDS, *CURVATURE_FIELDS,
-                                                               *SUMMARY_FIELDS]
-    assert list(read_parquet(tables_dir / "epochs.parquet")) == ["run_id", *EPOCH_FIELDS]
+                                                               *SUMMARY_FIELDS, *ADAM_COLUMNS]
+    assert list(read_parquet(tables_dir / "epochs.parquet")) == ["run_id", *EPOCH_FIELDS, *SHARPNESS_FIELDS]
 
 
 def test_parquet_runs_equal_the_store_with_typed_columns(tables_dir, stored):

@@ -13,6 +13,9 @@ from batchlab.report.findings import (
     noise_scale_paragraph,
     scaling_paragraph,
 )
+from batchlab.report.optimal_lr import optimal_lr_paragraph
+from batchlab.report.rules import rule_paragraph
+from batchlab.report.sharpness import sharpness_paragraph
 from batchlab.study_data import StudyData
 
 
@@ -30,4 +33,8 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
                           + ", ".join(f"{lr:g} at batch size {b:,}" for b, lr in best) + ".")
     findings = [scaling_paragraph(a), noise_scale_paragraph(a), noise_ratio_paragraph(best_runs, n_train=data.n_train),
                 generalization_paragraph(a, best_runs, task=data.task)]
-    return "\n\n".join(p for p in paragraphs + findings if p)
+    rule = str(data.meta.get("spec", {}).get("lr_scaling", "none"))
+    extra = [optimal_lr_paragraph(data.optimal_lr()),
+             rule_paragraph(data.rule_check(), rule=rule) if rule != "none" else "",
+             sharpness_paragraph(data.edges_of_stability(), n_train=data.n_train)]
+    return "\n\n".join(p for p in paragraphs + findings + extra if p)

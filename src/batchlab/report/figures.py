@@ -289,7 +289,36 @@ def scaling_figure(analysis, curves: dict[str, dict[str, np.ndarray]], summaries
     return _save(fig, path)
 
 
-FIGURES = ("lena", "overlay", "cost", "scaling")
+def sharpness_figure(data: StudyData, *, path: Path) -> Path:
+    """Sharpness over training (`sharpness_every`) against the stability threshold: the top Hessian eigenvalue
+    (left) and the batch sharpness (right) per run, each with its 2 / lr as a dashed line of the same colour
+    (Cohen et al. 2021; Andreyev & Beneventano 2024)."""
+    fig, (ax_top, ax_batch) = plt.subplots(1, 2, figsize=(13, 4.8), constrained_layout=True)
+    rows = {r.run_id: r for r in data.edges_of_stability()}
+    shown = [s for s in _shown(data) if s.run_id in rows] or [s for s in data.summaries if s.run_id in rows]
+    for i, s in enumerate(shown[:10]):
+        e, r, colour = data.epochs[s.run_id], rows[s.run_id], f"C{i % 10}"
+        label = f"{_label(s, data.n_train)}: {r.first_ratio:.2f} -> {r.late_ratio:.2f} of 2/lr"
+        for ax, field in ((ax_top, "hessian_top_eigenvalue"), (ax_batch, "batch_sharpness")):
+            m = np.isfinite(e[field])
+            ax.plot(e["epoch"][m], e[field][m], "o-", ms=3, color=colour,
+                    label=label if ax is ax_top else _label(s, data.n_train))
+            ax.axhline(r.threshold, color=colour, ls="--", lw=1)
+    ax_top.set(xlabel="epoch", ylabel="top Hessian eigenvalue λ_max", title="λ_max over training (dashed: 2 / lr)")
+    ax_batch.set(xlabel="epoch", ylabel="E_B[g_Bᵀ H_B g_B / |g_B|²]",
+                 title="Batch sharpness over training (dashed: 2 / lr)")
+    for ax in (ax_top, ax_batch):
+        ax.grid(alpha=0.3)
+        if shown:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"Edge of stability  |  {data.setup}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+FIGURES = ("lena", "overlay", "cost", "scaling", "sharpness")
+""" "sharpness" is drawn only for studies that measured it during training (`sharpness_every`)."""
 
 
 def write_figures(data: StudyData) -> list[Path]:
@@ -298,7 +327,10 @@ def write_figures(data: StudyData) -> list[Path]:
     folder = data.directory / "figures"
     folder.mkdir(exist_ok=True)
     paths = [draw_figure(data, "lena", run_id=s.run_id, path=folder / f"lena_{s.run_id}.png") for s in _shown(data)]
-    return paths + [draw_figure(data, name, path=folder / f"{name}.png") for name in FIGURES[1:]]
+    paths += [draw_figure(data, name, path=folder / f"{name}.png") for name in FIGURES[1:4]]
+    if data.edges_of_stability():
+        paths.append(draw_figure(data, "sharpness", path=folder / "sharpness.png"))
+    return paths
 
 
 def draw_figure(data: StudyData, name: str, *, path: Path, run_id: str | None = None) -> Path:
@@ -313,6 +345,8 @@ def draw_figure(data: StudyData, name: str, *, path: Path, run_id: str | None = 
         return overlay_figure(best, data.epochs, path=path, n_train=n_train, setup=setup)
     if name == "cost":
         return cost_figure(best, path=path, n_train=n_train, setup=setup)
+    if name == "sharpness":
+        return sharpness_figure(data, path=path)
     return scaling_figure(data.analysis(), data.epochs, best, setup=data.setup, path=path)
 
 

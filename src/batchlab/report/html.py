@@ -58,9 +58,9 @@ def render_report(data: StudyData) -> str:
     from plotly.offline import get_plotlyjs
 
     analysis = data.analysis()
-    sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data),
+    sections = [s for s in (_setup(data), _explanation(data), _runs(data), _grid(data), _optimal_lr(data),
                             _lena(data), _overlay(data), _cost(data), _gns(data, analysis),
-                            _scaling(analysis), _cbs(data, analysis), _end_metrics(data, analysis),
+                            _scaling(analysis), _cbs(data, analysis), _sharpness(data), _end_metrics(data, analysis),
                             _config(data)) if s]
     nav = " ".join(f'<a href="#{anchor}">{escape(title)}</a>' for anchor, title, _ in sections)
     body = "\n".join(f'<section id="{anchor}"><h2>{escape(title)}</h2>\n{content}</section>'
@@ -180,6 +180,32 @@ def _grid(data: StudyData) -> Section | None:
         rows.append(row)
     return "grid", "Sweep grid", _table(["batch size", *(f"lr {lr:.3g}" for lr in lrs)], rows,
                                         caption=GRID_CAPTION, best=marked)
+
+
+def _optimal_lr(data: StudyData) -> Section | None:
+    from batchlab.report.optimal_lr import CAPTION, optimal_lr_paragraph, optimal_lr_rows
+
+    results = data.optimal_lr()
+    if not results:
+        return None
+    header, rows = optimal_lr_rows(results)
+    return ("optimal-lr", "Optimal learning rate against batch size",
+            _table(header, rows, caption=CAPTION) + f"<p>{escape(optimal_lr_paragraph(results))}</p>")
+
+
+def _sharpness(data: StudyData) -> Section | None:
+    """Sharpness during training (`sharpness_every`) against 2 / lr, one row per run."""
+    rows = data.edges_of_stability()
+    if not rows:
+        return None
+    header = ["run", "batch size", "lr", "2 / lr", "λ_max·lr/2 first", "late", "peak", "batch sharpness·lr/2 late",
+              "edge of stability"]
+    body = [[r.run_id, f"{r.batch_size:,}", f"{r.lr:g}", f"{r.threshold:.4g}", f"{r.first_ratio:.3f}",
+             f"{r.late_ratio:.3f}", f"{r.peak_ratio:.3f}", _fmt(r.late_batch_ratio, "{:.3f}"),
+             "reached" if r.reached else "not reached"] for r in rows]
+    return ("sharpness", "Sharpness over training", _table(
+        header, body, caption="late = median over the last quarter of the measured epochs; reached = within 10% "
+        "of 2 / lr (Cohen et al. 2021); figures/sharpness.png draws the curves"))
 
 
 def _lena(data: StudyData) -> Section:

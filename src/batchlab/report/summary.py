@@ -17,6 +17,9 @@ import numpy as np
 
 from batchlab.analysis.cbs import critical_batch_size_json, critical_batch_sizes
 from batchlab.analysis.curves import epoch_curve_noise
+from batchlab.analysis.optimal_lr import optimal_lr_dict
+from batchlab.analysis.rule_check import rule_check_dict
+from batchlab.analysis.sharpness import edge_of_stability_dict
 from batchlab.analysis.runs import RunSummary
 from batchlab.study_data import StudyData
 
@@ -84,6 +87,19 @@ def branch_record(row: dict[str, Any], epochs: dict[str, np.ndarray]) -> dict[st
     return record
 
 
+def _json_safe(value: Any) -> Any:
+    """`value` with every float JSON-safe (NaN and infinities as None), through lists, tuples and dicts."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating | np.integer) and not isinstance(value, bool):
+        return number(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def noisiest_run(summaries: list[RunSummary]) -> str | None:
     """The run whose per-epoch train and test losses jitter most (sum of their residual std of log-loss; the
     step noise breaks ties, as between smooth curves), among runs that did not diverge."""
@@ -127,6 +143,9 @@ def study_document(data: StudyData, *, target_metric: str = "train_loss", target
                      "status_counts": counts,
                      "diverged_runs": [s.run_id for s in data.summaries if s.status == "diverged"],
                      "best_lr": {str(s.batch_size): number(s.lr) for s in data.best_runs()}},
+        "optimal_lr": _json_safe(optimal_lr_dict(data.optimal_lr())),
+        "edge_of_stability": _json_safe(edge_of_stability_dict(data.edges_of_stability())),
+        "rule_check": _json_safe(rule_check_dict(data.rule_check())),
         "critical_batch_size": [{k: number(v) if isinstance(v, float) else v for k, v in row.items()} for row in
                                 critical_batch_size_json(critical_batch_sizes(data.branches, data.epochs))],
     }

@@ -32,7 +32,7 @@ from batchlab.runner.progress import Progress
 from batchlab.runner.recorder import Recorder
 from batchlab.runner.size import check_replica_fits, check_size
 from batchlab.runner.tasks import GroupTask
-from batchlab.spec import FLOAT32_MAX, FLOAT32_TINY, StudySpec, updates_per_epoch
+from batchlab.spec import FLOAT32_MAX, FLOAT32_TINY, StudySpec, check_adam_rule, updates_per_epoch
 from batchlab.store.db import (
     RunInfo,
     Store,
@@ -260,6 +260,7 @@ def check_rates(points: list[StudySpec], n_train: int) -> None:
             if not FLOAT32_TINY <= lr <= FLOAT32_MAX:
                 raise invalid("lr", p.lr, f"a rate that float32 holds at every batch size ({p.lr_scaling} scaling "
                               f"gives {lr:.3g} at batch size {b}; float32 holds 1.2e-38 to 3.4e38)")
+        check_adam_rule(p, p.resolved_batch_sizes(n_train))
 
 
 class ModelCache:

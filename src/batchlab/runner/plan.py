@@ -6,6 +6,7 @@ one vmapped program, split into chunks that fit in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -63,7 +64,9 @@ def plan(sweep: Sweep, *, n_train: int, max_replicas: int) -> list[PlannedGroup]
             for i in range(point.seeds):
                 run = PlannedRun(run_id(point, batch_size=b, seed_index=i), point, b, i, point.lr_for(b),
                                  point.epochs_for(b, n_train))
-                packs.setdefault((b, pack_key(point)), []).append(run)
+                # Adam's coefficients in force are one per group (a scaling-rule axis may change them)
+                adam = json.dumps(dataclasses.asdict(point.adam_for(b))) if point.optimizer == "adam" else ""
+                packs.setdefault((b, pack_key(point) + adam), []).append(run)
     groups = []
     for (b, _), runs in sorted(packs.items(), key=lambda kv: kv[0][0]):
         n_chunks = math.ceil(len(runs) / max_replicas)

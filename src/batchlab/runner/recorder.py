@@ -7,6 +7,8 @@ deterministic, so the replayed epochs equal the recorded ones.
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import numpy as np
 
 from batchlab.data.dataset import Dataset
@@ -42,7 +44,8 @@ class Recorder:
         group = Group(g.batch_size, tuple(r.lr for r in g.runs), tuple(r.init_seed for r in g.runs),
                       tuple(r.order_seed for r in g.runs),
                       warmup_from=tuple(r.point.lr for r in g.runs) if p.warmup_epochs else None,
-                      warmup_epochs=p.warmup_epochs, **schedule_fields(g, self.n_train))
+                      warmup_epochs=p.warmup_epochs, adam=astuple(p.adam_for(g.batch_size)),
+                      **schedule_fields(g, self.n_train))
         return GroupTask(g.group_id, p, group, g.epochs, data, resume, self.checkpoint_every_s)
 
     def _initial_train_loss(self, g: PlannedGroup) -> np.ndarray | None:
@@ -78,11 +81,12 @@ class Recorder:
                                           steps_per_epoch=updates_per_epoch(self.n_train, g.batch_size),
                                           n_replicas=len(g.runs), done_epochs=max(rec.epoch - 1, 0))
         gns = rec.probe or [None] * len(g.runs)
+        sharpness = rec.sharpness or [None] * len(g.runs)
         evals = self._evals(g, rec)
         rows = [EpochRow(r.run_id, rec.epoch, rec.updates, rec.examples_seen, rec.wall_time_s, rec.train_loss[i],
                          rec.train_acc[i], rec.test_loss[i], rec.test_acc[i], rec.step_losses[i], gns[i],
                          None if evals is None else evals[i], rec.batch_size or g.batch_size,
-                         r.lr if rec.lrs is None else float(rec.lrs[i]))
+                         r.lr if rec.lrs is None else float(rec.lrs[i]), sharpness[i])
                 for i, r in enumerate(g.runs) if rec.active[i]]
         cp = rec.checkpoint
         every = g.point.checkpoint_every

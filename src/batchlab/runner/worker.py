@@ -32,7 +32,9 @@ def train_group(task: GroupTask, should_stop: Callable[[], bool] = lambda: False
     measure = GroupMeasurements(probes_for(model, data, device=p.device), data, gns=p.gns)
     run = group_run(model, data, group, task.epochs, optimizer=p.optimizer, momentum=p.momentum, device=p.device,
                     probe=None if p.gns == "off" else measure.gns, probe_every=p.gns_every,
-                    eval_every_steps=p.eval_every_steps)
+                    eval_every_steps=p.eval_every_steps,
+                    sharpness=measure.sharpness(group.batch_size) if p.sharpness_every else None,
+                    sharpness_every=p.sharpness_every)
     active = np.ones(group.n_replicas, bool)
     every = task.checkpoint_every_s
     for record in run.epochs_iter(should_stop, resume=task.resume, checkpoints=every == 0,

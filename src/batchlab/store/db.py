@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS run_checkpoints (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, state BLOB NOT NULL,
     PRIMARY KEY (run_id, epoch)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sharpness (
+    run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, hessian_top_eigenvalue REAL,
+    hessian_trace REAL, batch_sharpness REAL, PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL REFERENCES runs(run_id), epoch INTEGER NOT NULL, first_step INTEGER NOT NULL,
     losses BLOB NOT NULL, PRIMARY KEY (run_id, epoch)
@@ -98,6 +102,9 @@ runs that are not branches. Studies made before them gain them when opened for w
 SCHEDULE_EPOCH_COLUMNS = {"batch_size": ("INTEGER", "batch_size"), "lr": ("REAL", "lr")}
 """Epochs columns added with schedules (issue 14): column -> (SQL type, the runs column older stores fall back
 to, where they were constant)."""
+SHARPNESS_FIELDS = ("hessian_top_eigenvalue", "hessian_trace", "batch_sharpness")
+"""Curvature during training (`sharpness_every`), kept in their own table and read as further per-epoch fields
+(NaN at epochs where it was not measured, and in studies written before it existed)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +148,8 @@ class EpochRow:
     """The batch size in force this epoch (None: the run's)."""
     lr: float | None = None
     """The rate in force at this epoch's last update (None: the run's)."""
+    sharpness: tuple[float, float, float] | None = None
+    """(hessian_top_eigenvalue, hessian_trace, batch_sharpness) when measured at this epoch (SHARPNESS_FIELDS)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -446,6 +455,9 @@ class Store:
                 [(r.run_id, int(e[0]), int(e[1]), *(_real(v) for v in e[2:])) for r in rows
                  if r.evals is not None for e in r.evals])
             self._con.executemany(
+                f"INSERT INTO sharpness (run_id, epoch, {', '.join(SHARPNESS_FIELDS)}) VALUES (?, ?, ?, ?, ?)",
+                [(r.run_id, r.epoch, *(_real(v) for v in r.sharpness)) for r in rows if r.sharpness is not None])
+            self._con.executemany(
                 "INSERT INTO steps VALUES (?, ?, ?, ?)",
                 [(r.run_id, r.epoch, r.updates - len(r.step_losses), np.asarray(r.step_losses, "<f4").tobytes())
                  for r in rows if len(r.step_losses)])
@@ -572,8 +584,24 @@ class Store:
         rows = self._con.execute(f"SELECT {', '.join(columns)} FROM epochs e JOIN runs r ON r.run_id = e.run_id "
                                  "WHERE e.run_id=? ORDER BY e.epoch", (run_id,)).fetchall()
         counts = ("epoch", "updates", "examples_seen", "batch_size")
-        return {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
-                for i, f in enumerate(EPOCH_FIELDS)}
+        out = {f: np.array([np.nan if r[i] is None else r[i] for r in rows], dtype=np.int64 if f in counts else float)
+               for i, f in enumerate(EPOCH_FIELDS)}
+        out.update(self._sharpness(run_id, out["epoch"]))
+        return out
+
+    def _sharpness(self, run_id: str, epochs: np.ndarray) -> dict[str, np.ndarray]:
+        """SHARPNESS_FIELDS aligned with `epochs` (NaN where not measured)."""
+        out = {f: np.full(len(epochs), np.nan) for f in SHARPNESS_FIELDS}
+        has_table = self._con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='sharpness'").fetchone()
+        if has_table is None:  # studies written before sharpness during training existed
+            return out
+        position = {int(e): i for i, e in enumerate(epochs)}
+        for epoch, *values in self._con.execute(
+                f"SELECT epoch, {', '.join(SHARPNESS_FIELDS)} FROM sharpness WHERE run_id=?", (run_id,)):
+            if epoch in position:
+                for f, v in zip(SHARPNESS_FIELDS, values):
+                    out[f][position[epoch]] = np.nan if v is None else v
+        return out
 
     @_reading
     def evals(self, run_id: str) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ their library only when called.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ import numpy as np
 from batchlab._optional import import_extra
 from batchlab.analysis.runs import group_sizes, summarize_run
 from batchlab.errors import invalid
-from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, Store
+from batchlab.spec import StudySpec
+from batchlab.store.db import EPOCH_FIELDS, EVAL_FIELDS, SHARPNESS_FIELDS, Store
 
 RUN_FIELDS = ("run_id", "batch_size", "lr", "seed", "init_seed", "order_seed", "status", "diverged_epoch",
               "updates_per_epoch", "epochs_planned", "epochs_done", "total_updates", "examples_seen", "wall_time_s",
@@ -67,6 +69,20 @@ NULLABLE_INTEGERS = ("diverged_epoch", "branch_epoch")
 _RUN_FLOATS = ("lr", "wall_time_s", "compile_time_s")
 _RUN_STRINGS = ("run_id", "status", "device", "versions", "config")
 _INTEGER_FIELDS = ("epoch", "updates", "examples_seen", "batch_size")
+
+ADAM_COLUMNS = ("beta1", "beta2", "adam_eps")
+"""Runs-table columns: Adam's coefficients in force at the run's batch size (NaN for other optimizers)."""
+
+
+def _adam_in_force(config: dict[str, Any], batch_size: int) -> tuple[float, float, float]:
+    """(beta1, beta2, eps) a run trained with, from its stored config (studies written before the betas were
+    fields hold the defaults) and its batch size, by the spec's rules."""
+    if config.get("optimizer") != "adam":
+        return (math.nan,) * 3
+    spec = StudySpec(**{f: config[f] for f in ("beta1", "beta2", "lr_scaling", "base_batch_size") if f in config})
+    h = spec.adam_for(batch_size)
+    return h.beta1, h.beta2, h.eps
+
 
 Columns = dict[str, Any]
 """Column name -> NumPy array (numbers) or list (strings, nullable integers), all of one length."""
@@ -101,6 +117,8 @@ def runs_table(runs: list[dict[str, Any]], metrics: dict[str, dict[str, float]] 
         values = [getattr(summaries[r["run_id"]], attr) if r["run_id"] in summaries else
                   (r["total_updates"] if column == "updates" else 1 if integer else np.nan) for r in runs]
         columns[column] = np.array(values, np.int64 if integer else float)
+    adam = np.array([_adam_in_force(r["config"], r["batch_size"]) for r in runs], float).reshape(len(runs), 3)
+    columns.update({column: adam[:, j] for j, column in enumerate(ADAM_COLUMNS)})
     return columns
 
 
@@ -122,6 +140,8 @@ def epochs_table(store: Store, run_ids: list[str]) -> Columns:
     columns: Columns = {"run_id": [rid for rid, e in zip(run_ids, per_run) for _ in e["epoch"]]}
     for field in EPOCH_FIELDS:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS else np.float64)
+    for field in SHARPNESS_FIELDS:  # curvature during training (sharpness_every); NaN where not measured
+        columns[field] = _concat([e[field] for e in per_run], np.float64)
     return columns
 
 

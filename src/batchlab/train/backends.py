@@ -44,7 +44,8 @@ def probes_for(model: Any, data: Dataset, *, device: str = "auto") -> Any:
 
 def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer: str = "sgd", momentum: float = 0.9,
               device: str = "auto", probe: Probe | None = None, probe_every: int = 0,
-              eval_every_steps: int | None = None) -> GroupRun:
+              eval_every_steps: int | None = None, sharpness: Probe | None = None,
+              sharpness_every: int = 0) -> GroupRun:
     """A group's training on its model's backend, ready for :meth:`GroupRun.train` or :meth:`GroupRun.epochs_iter`.
 
     Example::
@@ -57,4 +58,5 @@ def group_run(model: Any, data: Dataset, group: Group, epochs: int, *, optimizer
                           eval_every_steps=eval_every_steps)
     steps = updates_per_epoch(data.n_train, group.batch_size)
     return GroupRun(backend, group.n_replicas, epochs, data.n_train, steps, probe=probe, probe_every=probe_every,
-                    group=group, warmup_steps=group.warmup_epochs * steps)
+                    group=group, warmup_steps=group.warmup_epochs * steps, sharpness=sharpness,
+                    sharpness_every=sharpness_every)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from batchlab.spec import BLOWUP_FACTOR, Schedule, scaled_lr
+from batchlab.spec import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, BLOWUP_FACTOR, Schedule, scaled_lr
 
 EVAL_CHUNK = 16_384
 """Examples per evaluation chunk: a full-set evaluation never holds more activations than this many rows."""
@@ -63,6 +63,8 @@ class Group:
     branch_from: tuple[int, int] | None = None
     """A branch (`batchlab branch`): (the parent's epoch it starts from, the parent's updates by then). Its
     state comes from the parent's kept checkpoint, with this group's rates in place of the parent's."""
+    adam: tuple[float, float, float] = (ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+    """Adam's (beta1, beta2, eps) for every replica of the group (see `batchlab.spec.StudySpec.adam_for`)."""
 
     @property
     def n_replicas(self) -> int:
@@ -132,6 +134,8 @@ class EpochRecord:
     """The batch size in force this epoch (it changes under a batch-size schedule)."""
     lrs: np.ndarray | None = field(default=None, repr=False)
     """(replicas,) the rate in force at this epoch's last update (after warmup and schedule)."""
+    sharpness: Any = None
+    """What the group's `sharpness` probe measured at this epoch's parameters, when it was due."""
 
 
 EVAL_CHUNK = 16_384
@@ -197,6 +201,10 @@ class GroupRun:
     """The group, for its batch size and rates in force per epoch (schedules); None: constant."""
     warmup_steps: int = 0
     """Updates of linear warmup (for the rate in force reported per epoch)."""
+    sharpness: Probe | None = None
+    """Curvature during training (`sharpness_every`), on the same schedule rule as `probe` with its own period;
+    its time is excluded from the training time too."""
+    sharpness_every: int = 0
     final_params: Any = None
     """The stacked parameters after the last epoch that ran."""
     finished: bool = False
@@ -232,6 +240,17 @@ class GroupRun:
         """Epoch 0, every `probe_every` epochs, and the last epoch."""
         return self.probe_every > 0 and (epoch % self.probe_every == 0 or epoch == self.epochs)
 
+    def sharpness_due(self, epoch: int) -> bool:
+        """Epoch 0, every `sharpness_every` epochs, and the last epoch."""
+        return self.sharpness is not None and self.sharpness_every > 0 and (
+            epoch % self.sharpness_every == 0 or epoch == self.epochs)
+
+    def _measure(self, params: Any, active: np.ndarray, epoch: int) -> tuple[Any, Any]:
+        """(probe, sharpness) measurements due at `epoch` (None where not due)."""
+        probe = self.probe(params, active) if self.probe is not None and self.probe_due(epoch) else None
+        sharp = self.sharpness(params, active) if self.sharpness is not None and self.sharpness_due(epoch) else None
+        return probe, sharp
+
     def epochs_iter(self, should_stop: Callable[[], bool] = lambda: False, *, initial_params: Any = None,
                     resume: Checkpoint | None = None, checkpoints: bool = False,
                     checkpoint_every_s: float | None = None, keep_every: int = 0) -> Iterator[EpochRecord]:
@@ -266,27 +285,27 @@ class GroupRun:
             train_loss, train_acc, test_loss, test_acc = backend.evaluate(state)
             initial_loss = np.asarray(train_loss, float).copy()
             none = np.zeros(self.n_replicas, bool)
-            probe = self.probe(self.final_params, active) if self.probe is not None and self.probe_due(0) else None
+            probe, sharp = self._measure(self.final_params, active, 0)
             yield EpochRecord(epoch=0, updates=0, examples_seen=0, wall_time_s=0.0,
                               step_losses=np.zeros((self.n_replicas, 0), np.float32), train_loss=train_loss,
                               train_acc=train_acc, test_loss=test_loss, test_acc=test_acc, diverged=none,
                               active=active.copy(), eval_metrics=np.zeros((self.n_replicas, 0, 4), np.float32),
                               checkpoint=snapshot(0, 0.0, state), probe=probe, batch_size=self.rates(0)[0],
-                              lrs=self.rates(0)[1])
+                              lrs=self.rates(0)[1], sharpness=sharp)
 
         t0 = time.perf_counter()
         pending = None
         for epoch in range(first, self.epochs + 1):
             state, outputs = pending if pending is not None else backend.dispatch(state, epoch)
             pending = None
-            probing = self.probe is not None and self.probe_due(epoch)
+            probing = (self.probe is not None and self.probe_due(epoch)) or self.sharpness_due(epoch)
             stop = epoch < self.epochs and should_stop()
-            probe = None
+            probe = sharp = None
             if probing:  # measure at fixed parameters, with the clock paused and nothing else queued
                 backend.block(state)
                 wall = wall_offset + time.perf_counter() - t0
                 paused = time.perf_counter()
-                probe = self.probe(backend.params(state), active)  # type: ignore[misc]
+                probe, sharp = self._measure(backend.params(state), active, epoch)
                 t0 += time.perf_counter() - paused
             # Queue epoch e+1 before reading epoch e on the host, so the device computes while the caller
             # stores: storage stays off the critical path. A stop request lets the queued epoch finish.
@@ -305,7 +324,7 @@ class GroupRun:
                               test_loss=test_loss, test_acc=test_acc, diverged=diverged, active=active | diverged,
                               eval_steps=eval_steps, eval_metrics=eval_metrics,
                               checkpoint=snapshot(epoch, wall, state, stopping=stop), probe=probe,
-                              batch_size=batch_size, lrs=lrs)
+                              batch_size=batch_size, lrs=lrs, sharpness=sharp)
             if stop:
                 return
             if not active.any():

@@ -22,18 +22,22 @@ import optax
 from batchlab.data.dataset import Dataset
 from batchlab.models.jax import Model
 from batchlab.models.tasks import CLASSIFICATION, Task, get_task
-from batchlab.spec import updates_per_epoch
+from batchlab.spec import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, updates_per_epoch
 from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics, eval_points
 from batchlab.train.order import epoch_permutation
 
 
-def make_optimizer(name: str, *, momentum: float) -> Callable[[jax.Array], optax.GradientTransformation]:
+def make_optimizer(name: str, *, momentum: float,
+                   adam: tuple[float, float, float] = (ADAM_BETA1, ADAM_BETA2, ADAM_EPS),
+                   ) -> Callable[[jax.Array], optax.GradientTransformation]:
     """A factory lr -> optax transform whose learning rate lives in its state, so it can differ per replica
-    and change per step (warmup)."""
+    and change per step (warmup). `adam` = (beta1, beta2, eps), constants of the compiled program; optax's
+    defaults give exactly `optax.adam(lr)`."""
+    b1, b2, eps = adam
     factories = {
         "sgd": lambda learning_rate: optax.sgd(learning_rate),
         "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=momentum),
-        "adam": lambda learning_rate: optax.adam(learning_rate),
+        "adam": lambda learning_rate: optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
     }
     return optax.inject_hyperparams(factories[name])
 
@@ -158,7 +162,7 @@ class JaxBackend:
         g, d = self.group, self.data
         with jax.default_device(self.device):
             self._arrays = [jax.device_put(a, self.device) for a in (d.x_train, d.y_train, d.x_test, d.y_test)]
-            opt = make_optimizer(self.optimizer, momentum=self.momentum)
+            opt = make_optimizer(self.optimizer, momentum=self.momentum, adam=self.group.adam)
             lr_to = jnp.asarray(g.lrs, jnp.float32)
             lr_from = jnp.asarray(g.warmup_from or g.lrs, jnp.float32)
             params = initial_params if initial_params is not None else self.model.init_replicas(g.init_seeds)
@@ -179,7 +183,7 @@ class JaxBackend:
         steps = updates_per_epoch(d.n_train, g.batch_size)
         with jax.default_device(self.device):
             t0 = time.perf_counter()
-            opt = make_optimizer(self.optimizer, momentum=self.momentum)
+            opt = make_optimizer(self.optimizer, momentum=self.momentum, adam=self.group.adam)
             epoch_fn = jax.jit(build_epoch_fn(self.model, opt, n_train=d.n_train, batch_size=g.batch_size,
                                               warmup_steps=g.warmup_epochs * steps, task=get_task(d.task),
                                               eval_every=self.eval_every_steps))

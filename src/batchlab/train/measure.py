@@ -25,7 +25,7 @@ import numpy as np
 from batchlab.analysis.gns import b_simple_two_batch
 from batchlab.data.dataset import Dataset
 from batchlab.errors import BatchlabWarning
-from batchlab.train.probes.curvature import hutchinson_trace, lanczos_top_eigenvalue
+from batchlab.train.probes.curvature import batch_sharpness, hutchinson_trace, lanczos_top_eigenvalue
 
 EXACT_MAX_EXAMPLES = 20_000
 """`auto` uses the exact noise scale up to this many training examples, the estimate above."""
@@ -102,6 +102,10 @@ class GroupMeasurements:
         est = b_simple_two_batch(grads, b, n_train=n)
         return est.b_simple, est.b_simple_low, est.b_simple_high, est.grad_sq_norm, est.trace_sigma
 
+    def sharpness(self, batch_size: int) -> Any:
+        """The probe of `sharpness_every`: stacked params, active mask -> :func:`sharpness_during_training`."""
+        return partial(sharpness_during_training, self.probes, self.data, batch_size=batch_size, seed=self.seed)
+
     def end_of_training(self, stacked_params: Any, active: np.ndarray, *, eps_sharpness: bool,
                         on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
         """Per replica: top Hessian eigenvalue (with its iteration count and whether Lanczos converged),
@@ -164,6 +168,43 @@ def end_of_training_units(eps_sharpness: bool) -> int:
     product: at most LANCZOS_ITERATIONS for Lanczos, TRACE_SAMPLES for the trace, and one for epsilon-sharpness
     if asked."""
     return LANCZOS_ITERATIONS + TRACE_SAMPLES + int(eps_sharpness)
+SHARPNESS_TRACE_SAMPLES, SHARPNESS_BATCHES = 10, 16
+"""During training (`sharpness_every`): fewer Hutchinson vectors than at the end, and the batch sharpness from
+this many minibatches of the run's batch size (one when the batch is the whole training set)."""
+SharpnessRow = tuple[float, float, float]
+"""(top Hessian eigenvalue, Hessian trace, batch sharpness) of one replica at one epoch."""
+
+
+def sharpness_during_training(probes: Probes, data: Dataset, stacked_params: Any, active: np.ndarray, *,
+                              batch_size: int, seed: int = 0) -> list[SharpnessRow | None]:
+    """Per replica: the top Hessian eigenvalue (Lanczos) and trace (Hutchinson) of the training loss on at most
+    CURVATURE_EXAMPLES examples, and the batch sharpness E_B[g_B^T H_B g_B / |g_B|^2] over SHARPNESS_BATCHES
+    disjoint minibatches of `batch_size` (:func:`batchlab.train.probes.curvature.batch_sharpness`); None for
+    replicas no longer training. The same examples and minibatches at every epoch (from `seed`), so that the
+    curves show the parameters changing, not the sample."""
+    n = data.n_train
+    rng = np.random.default_rng(seed)
+    rows = rng.permutation(n)[:CURVATURE_EXAMPLES] if n > CURVATURE_EXAMPLES else np.arange(n)
+    xd, yd = probes.data(data.x_train[rows], data.y_train[rows])
+    b = min(batch_size, n)
+    k = max(1, min(SHARPNESS_BATCHES, n // b))
+    index = microbatch_index(n, microbatch_size=b, k=k, seed=seed)
+    batches = [probes.data(data.x_train[i], data.y_train[i]) for i in index]
+    out: list[SharpnessRow | None] = []
+    for i, alive in enumerate(active):
+        if not alive:
+            out.append(None)
+            continue
+        theta = probes.flat_params(probes.replica(stacked_params, i))
+        dim = int(np.prod(theta.shape))
+        top = lanczos_top_eigenvalue(partial(probes.hvp, theta, x=xd, y=yd), dim, iters=LANCZOS_ITERATIONS,
+                                     tol=LANCZOS_TOL, seed=seed)
+        trace = hutchinson_trace(partial(probes.quadratic_forms, theta, x=xd, y=yd), dim,
+                                 samples=SHARPNESS_TRACE_SAMPLES, seed=seed)
+        grads = probes.microbatch_gradients(theta, data.x_train[index], data.y_train[index])
+        products = np.stack([probes.hvp(theta, g, x=xb, y=yb) for g, (xb, yb) in zip(grads, batches)])
+        out.append((top.eigenvalue, trace.mean, batch_sharpness(grads, products)))
+    return out
 
 
 def microbatch_index(n: int, *, microbatch_size: int, k: int, seed: int) -> np.ndarray:

@@ -30,12 +30,9 @@ import numpy as np
 from batchlab.data.dataset import Dataset
 from batchlab.models.tasks import torch_task_loss
 from batchlab.models.torch import TorchModel, import_torch, torch_device
-from batchlab.spec import updates_per_epoch
+from batchlab.spec import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, updates_per_epoch
 from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics, eval_points
 from batchlab.train.order import epoch_permutation
-
-ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
-"""optax.adam's defaults (torch.optim.Adam's too)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,8 @@ class Optimizer:
 
     name: str
     momentum: float
+    adam: tuple[float, float, float] = (ADAM_BETA1, ADAM_BETA2, ADAM_EPS)
+    """Adam's (beta1, beta2, eps)."""
 
     def init(self, params: dict[str, Any]) -> list[Any]:
         torch = import_torch()
@@ -69,12 +68,13 @@ class Optimizer:
         else:
             k = len(names)
             count, mu, nu = state[0] + 1, state[1:1 + k], state[1 + k:]
-            mu = [(1 - ADAM_B1) * grads[n] + ADAM_B1 * m for n, m in zip(names, mu)]
-            nu = [(1 - ADAM_B2) * grads[n] ** 2 + ADAM_B2 * v for n, v in zip(names, nu)]
+            beta1, beta2, eps = self.adam
+            mu = [(1 - beta1) * grads[n] + beta1 * m for n, m in zip(names, mu)]
+            nu = [(1 - beta2) * grads[n] ** 2 + beta2 * v for n, v in zip(names, nu)]
             # Bias corrections 1 - b^t in float32, as optax computes them (torch.optim: in float64).
-            b1 = 1 - torch.tensor(ADAM_B1, dtype=torch.float32, device=count.device) ** count.float()
-            b2 = 1 - torch.tensor(ADAM_B2, dtype=torch.float32, device=count.device) ** count.float()
-            directions = [(m / per_replica(b1, m)) / (torch.sqrt(v / per_replica(b2, v)) + ADAM_EPS)
+            b1 = 1 - torch.tensor(beta1, dtype=torch.float32, device=count.device) ** count.float()
+            b2 = 1 - torch.tensor(beta2, dtype=torch.float32, device=count.device) ** count.float()
+            directions = [(m / per_replica(b1, m)) / (torch.sqrt(v / per_replica(b2, v)) + eps)
                           for m, v in zip(mu, nu)]
             state = [count, *mu, *nu]
         return {n: params[n] + (-per_replica(lr, d)) * d for n, d in zip(names, directions)}, state
@@ -103,7 +103,7 @@ class TorchBackend:
         ops, g = self._ops, self.group
         start = self.model.init_replicas(g.init_seeds) if initial_params is None else initial_params
         params = {k: ops.tensor(v, np.float32) for k, v in start.items()}
-        opt = Optimizer(self.optimizer, self.momentum)
+        opt = Optimizer(self.optimizer, self.momentum, self.group.adam)
         opt_state = opt.init(params)
         if resume is not None:
             k = len(params)
@@ -130,7 +130,7 @@ class TorchBackend:
         torch = import_torch()
         steps = updates_per_epoch(n, g.batch_size)
         params, opt_state = state
-        opt = Optimizer(self.optimizer, self.momentum)
+        opt = Optimizer(self.optimizer, self.momentum, self.group.adam)
         perms = np.stack([np.asarray(epoch_permutation(s, epoch, n)) for s in g.order_seeds])
         index = np.concatenate([perms, np.zeros((g.n_replicas, steps * g.batch_size - n), perms.dtype)], axis=1)
         index = ops.tensor(index.reshape(g.n_replicas, steps, g.batch_size), np.int64)

@@ -127,3 +127,21 @@ def hutchinson_trace(quadratic_forms: QuadraticForms, dim: int, *, samples: int 
     vs = np.asarray(jax.random.rademacher(jax.random.PRNGKey(seed), (samples, dim), np.float32))
     q = np.asarray(quadratic_forms(vs), float)
     return HessianTrace(float(q.mean()), float(q.std(ddof=1) / np.sqrt(samples)), samples)
+
+
+def batch_sharpness(gradients: np.ndarray, hessian_products: np.ndarray) -> float:
+    """The batch sharpness of Andreyev & Beneventano 2024 ("Edge of Stochastic Stability", arXiv 2412.20553):
+    E_B[g_B^T H_B g_B / |g_B|^2], the curvature of each minibatch's own loss along its own gradient, averaged
+    over minibatches B. `gradients` (M, P) are the minibatch gradients g_B, `hessian_products` (M, P) the products
+    H_B g_B of each minibatch's Hessian with its gradient. It is what settles at 2 / lr under SGD (the full-batch
+    lambda_max stays below it); for full-batch GD (M = 1, B = N) it is the Rayleigh quotient of H along the
+    gradient, at most lambda_max. Minibatches with a zero gradient carry no direction and are left out."""
+    g = np.asarray(gradients, np.float64)
+    hg = np.asarray(hessian_products, np.float64)
+    if g.ndim != 2 or g.shape != hg.shape:
+        raise invalid("gradients, hessian_products", (g.shape, hg.shape), "two (M, P) arrays of the same shape")
+    norms = np.sum(g * g, axis=1)
+    keep = norms > 0
+    if not keep.any():
+        return float("nan")
+    return float(np.mean(np.sum(g * hg, axis=1)[keep] / norms[keep]))
