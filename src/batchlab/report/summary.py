@@ -19,8 +19,8 @@ from batchlab.analysis.cbs import critical_batch_size_json, critical_batch_sizes
 from batchlab.analysis.curves import epoch_curve_noise
 from batchlab.analysis.optimal_lr import optimal_lr_dict
 from batchlab.analysis.rule_check import rule_check_dict
-from batchlab.analysis.sharpness import edge_of_stability_dict
 from batchlab.analysis.runs import RunSummary
+from batchlab.analysis.sharpness import edge_of_stability_dict
 from batchlab.study_data import StudyData
 
 JSON_RUN_KEYS = ("run_id", "batch_size", "lr", "seed", "status", "updates", "examples_seen", "train_time_s",
