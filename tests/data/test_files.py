@@ -136,7 +136,7 @@ def test_image_shaped_npz_is_flattened_row_major_and_keeps_its_shape(tmp_path, s
 
 
 def test_digits_has_image_shape_8x8():
-    assert load_dataset(StudySpec()).image_shape == (8, 8)
+    assert load_dataset(StudySpec(dataset="digits")).image_shape == (8, 8)
     assert load_dataset(StudySpec(dataset="iris")).image_shape is None
 
 
