@@ -18,7 +18,7 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
     """The whole explanation, paragraphs separated by blank lines."""
     a = data.analysis(target_metric=target_metric, target=target)
     best_runs = data.best_runs()
-    findings = [p for p in (noise_ratio_paragraph(best_runs, n_train=data.n_train), scaling_paragraph(a),
+    findings = [p for p in (noise_ratio_paragraph(best_runs, n_train=data.n_train), scaling_paragraph(a, tokens_per_example=data.tokens_per_example),
                             noise_scale_paragraph(a), generalization_paragraph(a, best_runs, task=data.task)) if p]
     text = explain(best_runs, data.epochs, n_train=data.n_train, device=data.meta["device"], task=data.task)
     if len({s.lr for s in data.summaries}) > 1:

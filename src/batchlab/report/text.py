@@ -48,7 +48,17 @@ def runs_table(summaries: list[RunSummary], *, title: str = "Runs", task: str = 
         table.add_row(*run_row(s, task=task))
     table.caption = RUNS_CAPTION + ("; R² = 1 - SSE / SST of the standardized target on each set, loss = its mean "
                                     "squared error" if task == "regression" else "")
+    if task == "next_token":
+        table.caption += "; " + perplexity_note(summaries)
     return table
+
+
+def perplexity_note(summaries: list[RunSummary]) -> str:
+    """Text: what the loss is, and each run's perplexity exp(loss) (per token, train / test)."""
+    ppl = ", ".join(f"{s.run_id} {np.exp(s.final_train_loss):.2f} / {np.exp(s.final_test_loss):.2f}"
+                    for s in summaries)
+    return (f"loss = cross-entropy per token (character) in nats, acc = next-token accuracy; perplexity "
+            f"exp(loss), train / test: {ppl}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
-  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured.
+  training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured. Text studies
+  (and their evals) add ``tokens_seen`` = ``examples_seen`` x the context after ``examples_seen``.
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
 - evals: the evaluations between epoch ends (``run_id`` + ``EVAL_FIELDS``: ``step``, ``examples_seen``, train
@@ -80,7 +81,7 @@ def epochs_table(store: Store, run_ids: list[str]) -> Columns:
     columns: Columns = {"run_id": [rid for rid, e in zip(run_ids, per_run) for _ in e["epoch"]]}
     for field in EPOCH_FIELDS:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS else np.float64)
-    return columns
+    return with_tokens(columns, tokens_per_example(store))
 
 
 def evals_table(store: Store, run_ids: list[str]) -> Columns:
@@ -90,7 +91,27 @@ def evals_table(store: Store, run_ids: list[str]) -> Columns:
     for field in EVAL_FIELDS:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS + ("step",)
                                  else np.float64)
-    return columns
+    return with_tokens(columns, tokens_per_example(store))
+
+
+def tokens_per_example(store: Store) -> int | None:
+    """Text studies: the tokens in one example (the context; `meta["dataset"]["tokens_per_example"]`); None for
+    the others, whose tables have no token column."""
+    tokens = store.meta().get("dataset", {}).get("tokens_per_example")
+    return None if tokens is None else int(tokens)
+
+
+def with_tokens(columns: Columns, tokens: int | None) -> Columns:
+    """`columns` with `tokens_seen` = examples_seen x tokens per example right after `examples_seen` (text only:
+    every example is one sequence of `context` tokens, so the count is exact)."""
+    if tokens is None:
+        return columns
+    out: Columns = {}
+    for name, values in columns.items():
+        out[name] = values
+        if name == "examples_seen":
+            out["tokens_seen"] = np.asarray(values, np.int64) * tokens
+    return out
 
 
 def steps_table(store: Store, run_ids: list[str]) -> Columns:
