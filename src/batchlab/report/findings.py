@@ -23,7 +23,7 @@ def scaling_paragraph(a: StudyAnalysis, *, tokens_per_example: int = 1) -> str:
         return f"Steps to target: no batch size reached {name} < {a.target:.4g}."
     if tokens_per_example > 1:
         steps = ", ".join(f"B = {st.batch_size:,} sequences: {st.steps:,} steps ({st.examples:,} sequences, "
-                          f"{st.examples * tokens_per_example:,} tokens)" for st in reached)
+                          f"{(st.examples or 0) * tokens_per_example:,} tokens)" for st in reached)
     else:
         steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
     budget = _budget(a, tokens_per_example)
@@ -63,11 +63,11 @@ def _budget(a: StudyAnalysis, tokens_per_example: int = 1) -> str:
     trained for a number of epochs."""
     if getattr(a, "budget_steps", None) is not None:
         return f"the budget of {a.budget_steps:,} updates per run"
-    if getattr(a, "budget_examples", None) is not None and tokens_per_example > 1:
-        return (f"the budget of {a.budget_examples:,} sequences ({a.budget_examples * tokens_per_example:,} tokens) "
-                "per run")
-    if getattr(a, "budget_examples", None) is not None:
-        return f"the budget of {a.budget_examples:,} examples per run"
+    examples = getattr(a, "budget_examples", None)
+    if examples is not None and tokens_per_example > 1:
+        return f"the budget of {examples:,} sequences ({examples * tokens_per_example:,} tokens) per run"
+    if examples is not None:
+        return f"the budget of {examples:,} examples per run"
     return ""
 
 
