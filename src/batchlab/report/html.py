@@ -104,12 +104,16 @@ def _setup(data: StudyData) -> Section:
     spec, ds, meta = data.meta["spec"], data.meta["dataset"], data.meta
     axes = {name: values for name, values in meta.get("axes", [])}
     scaling = "standardized with training statistics" if spec["standardize"] else "raw"
-    target = (f"{ds['n_classes']} classes; stratified split" if data.task == "classification" else
+    target = (f"{ds['n_classes']} classes; stratified split" if data.task != "regression" else
               f"regression (target standardized: training mean {ds['target_mean']:.4g}, std {ds['target_std']:.4g}; "
               "loss = mean squared error of the standardized target, R² in place of accuracy); random split")
     described = (f"{ds['name']}: {ds['n_train']:,} train and {ds['n_test']:,} test examples, {ds['n_features']} "
             f"features, {target} (test fraction {spec['test_fraction']}, split seed {spec['split_seed']}); "
             f"features {scaling}")
+    if data.task == "next_token":  # text (issue 13): sequences of characters, its own contiguous split
+        described = (f"{ds['name']}: {ds['n_train']:,} train and {ds['n_test']:,} held-out sequences of "
+                     f"{ds['context']} characters (the last 10% of the text), vocabulary {ds['vocab_size']} "
+                     "characters; loss = cross-entropy per character in nats, perplexity = exp(loss)")
     rows = [("Dataset", described)]
     if spec.get("target"):
         rows.append(("Data file, target", f"{spec['dataset']}, {spec['target']}"))
@@ -153,10 +157,11 @@ def _explanation(data: StudyData) -> Section:
 
 
 def _runs(data: StudyData) -> Section:
-    from batchlab.report.text import RUNS_CAPTION, run_columns, run_row
+    from batchlab.report.text import RUNS_CAPTION, perplexity_note, run_columns, run_row
 
     rows = [run_row(s, task=data.task) for s in data.summaries]
-    return "runs", "Runs", _table(run_columns(data.task), rows, caption=RUNS_CAPTION)
+    caption = RUNS_CAPTION + ("; " + perplexity_note(data.summaries) if data.task == "next_token" else "")
+    return "runs", "Runs", _table(run_columns(data.task), rows, caption=caption)
 
 
 def _grid(data: StudyData) -> Section | None:
