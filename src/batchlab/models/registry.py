@@ -40,8 +40,14 @@ def load_model(spec: StudySpec, data: Dataset) -> AnyModel:
         image_shape = spec.image_shape or data.image_shape or (DIGITS_IMAGE_SHAPE if spec.dataset == "digits" else None)
         return make_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=spec.hidden,
                           activation=spec.activation, image_shape=image_shape)
-    return load_user_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs,
-                           input_shape=tuple(data.image_shape or (data.n_features,)), device=spec.device)
+    model = load_user_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs,
+                            input_shape=tuple(data.image_shape or (data.n_features,)), device=spec.device)
+    if data.task == "next_token" and model.backend != "jax":
+        from batchlab.errors import invalid
+
+        raise invalid("model", spec.model, "transformer or a JAX model for text (the PyTorch backend trains "
+                      "one target per example)")
+    return model
 
 
 def load_user_model(reference: str, *, n_features: int, n_classes: int, input_shape: tuple[int, ...] | None = None,
