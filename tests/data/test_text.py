@@ -90,3 +90,9 @@ def test_text_needs_a_sequence_model():
         build_spec({"dataset": "text", "model": "transformer", "heads": 3})
     with pytest.raises(BatchlabError, match="^budget_tokens: got 100; allowed: only with dataset text"):
         build_spec({"budget_tokens": 100})
+
+
+def test_token_budget_is_whole_sequences_then_whole_epochs():
+    spec = build_spec({"dataset": "text", "model": "transformer", "context": 64, "budget_tokens": 1_000_000})
+    assert spec.budget_examples_from_tokens == 15_625  # ceil(1e6 / 64)
+    assert spec.epochs_for(32, 6539) == 3  # ceil(15,625 / 6,539)

@@ -110,3 +110,16 @@ def test_gradient_matches_finite_differences():
             e[i] = 1e-6
             numeric = (float(loss(theta + e)) - float(loss(theta - e))) / 2e-6
             assert numeric == pytest.approx(grad[i], rel=1e-5, abs=1e-8)
+
+
+def test_memory_estimate_counts_the_evaluation_in_tokens():
+    from batchlab.train.device import model_replica_bytes
+
+    model = make_transformer(vocab=100, context=64, layers=2, width=64, heads=4)
+    n_params, per_sequence = model.footprint(64)
+    assert n_params == 117_092  # 100 x 64 + 64 x 64 embeddings, 2 blocks of 49,984, final LN 128, head 6,500
+    sizes = {"n_features": 64, "n_train": 6539, "n_test": 726, "batch_size": 32}
+    by_tokens = model_replica_bytes(model, **sizes, tokens_per_example=64)
+    # 16,384 tokens = 256 sequences per evaluation chunk, not 6,539 sequences at once
+    assert by_tokens == 4 * (4 * n_params + 3 * 32 * per_sequence + 205 + 256 * per_sequence)
+    assert model_replica_bytes(model, **sizes) > by_tokens
