@@ -63,7 +63,8 @@ class StudySpec:
     """Synthetic datasets only: seed of the generator."""
     test_fraction: float = 0.2
     """Fraction of examples held out for testing (stratified by class; random for regression), unless the data
-    file gives the split (a CSV or Parquet `split` column, NPZ `X_test` and `y_test` arrays)."""
+    file gives the split (a CSV or Parquet `split` column, NPZ `X_test` and `y_test` arrays); `mnist1d` keeps its
+    generator's split and text holds out its last 10% (`batchlab.data.text`)."""
     split_seed: int = 0
     """Seed of the stratified train/test split."""
     standardize: bool = True

@@ -62,7 +62,8 @@ class StudyData:
 
     @property
     def task(self) -> str:
-        """`classification` or `regression`: whether the `*_acc` curves hold accuracy or R²."""
+        """`classification`, `regression` or `next_token` (text): whether the `*_acc` curves hold accuracy, R² or
+        next-token accuracy."""
         return str(self.meta["dataset"].get("task", "classification"))
 
     @property
