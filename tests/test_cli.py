@@ -95,7 +95,8 @@ INVALID_TOML = 'dataset = "iris\nepochs = \n'
 
 BAD: list[Bad] = [
     *run_case("unknown-dataset", "--dataset", "mnist", field_="dataset",
-              allowed="one of digits, iris, wine, breast_cancer, moons, circles, blobs, or a path ending in .csv"),
+              allowed="one of digits, iris, wine, breast_cancer, moons, circles, blobs, mnist1d, text, or a path "
+                      "ending in .csv"),
     *run_case("batch-size-0", "--batch-sizes", "0", field_="batch_sizes", allowed="integers >= 1 and 'full'"),
     *run_case("batch-size-above-n", "--dataset", "iris", "--batch-sizes", "1000", field_="batch_sizes",
               allowed="integers 1 <= b <= 120 (the training-set size) or 'full'", late=True),

@@ -25,6 +25,8 @@ RUN_EXAMPLES = """examples:
   batchlab run --dataset digits --batch-sizes 1,8,64,full --seeds 3 --epochs 30 --out runs/digits
   batchlab run --dataset moons --n-samples 2000 --model mlp --hidden 32,32 --optimizer adam --lr 0.003
   batchlab run --dataset digits --model cnn --epochs 20   a small CNN on digits as 8x8 images
+  batchlab run --dataset mnist1d --model cnn --optimizer adam --lr 0.01 --batch-sizes 100 --budget-steps 6000
+  batchlab run --dataset text --model transformer --context 64 --optimizer adam --lr 0.003 --batch-sizes 32 --budget-steps 1500
   batchlab run --model my_model.py:make --dataset iris    your JAX model (see batchlab.models.factory)
   batchlab run --model my_net.py:Net             your PyTorch nn.Module class or factory (pip install 'batchlab[torch]')
   batchlab run --dataset data.csv --target label --lr-scaling linear --base-batch-size 32
@@ -62,8 +64,9 @@ WIDE_HELP = "one runs table with every column, however wide (default: two tables
 
 # Flag -> (spec field, help). Values stay strings here: the spec validates and converts them (one place).
 RUN_FLAGS: dict[str, tuple[str, str]] = {
-    "--dataset": ("dataset", ("moons (default), digits, iris, wine, breast_cancer, circles, blobs, or a .csv, "
-                              ".parquet (pip install 'batchlab[parquet]') or .npz path")),
+    "--dataset": ("dataset", ("moons (default), digits, iris, wine, breast_cancer, circles, blobs, mnist1d, text "
+                              "(Python's pydoc topics, characters), or a .csv, .parquet (pip install "
+                              "'batchlab[parquet]'), .npz or .txt path")),
     "--target": ("target", "data files: the target column (CSV, Parquet) or array (NPZ, default y)"),
     "--features": ("features", "feature columns to use, e.g. a,b,c (NPZ: column indices of X; default: all)"),
     "--task": ("task", ("classification, regression (squared error, R² in place of accuracy) or auto (default: "
@@ -73,8 +76,9 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
     "--data-seed": ("data_seed", "synthetic datasets: generator seed (default 0)"),
     "--test-fraction": ("test_fraction", "held-out fraction, stratified (default 0.2)"),
     "--split-seed": ("split_seed", "seed of the train/test split (default 0)"),
-    "--model": ("model", ("mlp (default), logreg, cnn, or your model: file.py:NAME or module:NAME, a function or class "
-                          "giving a PyTorch nn.Module, a Flax NNX or Equinox module, or a JAX (init, apply) pair")),
+    "--model": ("model", ("mlp (default), logreg, cnn (1-D on mnist1d), transformer (text), or your model: "
+                          "file.py:NAME or module:NAME, a function or class giving a PyTorch nn.Module, a Flax NNX "
+                          "or Equinox module, or a JAX (init, apply) pair")),
     "--hidden": ("hidden", "MLP hidden widths, e.g. 128 (default) or 256,128"),
     "--activation": ("activation", "relu (default) or tanh"),
     "--image-shape": ("image_shape", "cnn: height,width[,channels] of the images (default: the dataset's; digits 8,8)"),
@@ -114,6 +118,12 @@ RUN_FLAGS: dict[str, tuple[str, str]] = {
                               "e.g. 64,256")),
     "--sharpness-every": ("sharpness_every", ("top Hessian eigenvalue, trace and batch sharpness every K epochs "
                                               "during training, into the epochs table (default 0: off)")),
+    # workloads (issue 13): character-level text and the transformer
+    "--context": ("context", "text, transformer: characters per sequence, one example (default 64)"),
+    "--layers": ("layers", "transformer: blocks (default 2)"),
+    "--width": ("width", "transformer: model width (default 64)"),
+    "--heads": ("heads", "transformer: attention heads, dividing --width (default 4)"),
+    "--budget-tokens": ("budget_tokens", "text, instead of --epochs: at least this many tokens (characters) per run"),
 }
 
 

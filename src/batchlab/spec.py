@@ -21,8 +21,10 @@ from typing import Any
 from batchlab.errors import BatchlabError, invalid
 
 FULL = "full"
-BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "moons", "circles", "blobs")
-BUILTIN_MODELS = ("mlp", "logreg", "cnn")
+BUILTIN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "moons", "circles", "blobs", "mnist1d", "text")
+BUILTIN_MODELS = ("mlp", "logreg", "cnn", "transformer")
+TEXT_SUFFIX = ".txt"
+"""A dataset path ending in this is a UTF-8 text corpus, read like `--dataset text` (see `batchlab.data.text`)."""
 DATA_FILE_KINDS = {".csv": "CSV", ".parquet": "Parquet", ".npz": "NPZ"}
 """Data-file extensions (lower case) and the format each names."""
 TASKS = ("auto", "classification", "regression")
@@ -78,7 +80,8 @@ class StudySpec:
     """Synthetic datasets only: seed of the generator."""
     test_fraction: float = 0.2
     """Fraction of examples held out for testing (stratified by class; random for regression), unless the data
-    file gives the split (a CSV or Parquet `split` column, NPZ `X_test` and `y_test` arrays)."""
+    file gives the split (a CSV or Parquet `split` column, NPZ `X_test` and `y_test` arrays); `mnist1d` keeps its
+    generator's split and text holds out its last 10% (`batchlab.data.text`)."""
     split_seed: int = 0
     """Seed of the stratified train/test split."""
     standardize: bool = True
@@ -170,6 +173,19 @@ class StudySpec:
     """During training, at epoch 0, every this many epochs and at the last: the top Hessian eigenvalue, the trace
     and the batch sharpness (Andreyev & Beneventano 2024), into the epochs table, to watch progressive sharpening
     and the edge of stability 2 / lr (Cohen et al. 2021). 0: off."""
+    # --- workloads (issue 13): text and the transformer -------------------------------------------------
+    context: int = 64
+    """Text and transformer: characters per sequence (one example is `context` characters with next-character
+    targets), also the transformer's number of learned positions."""
+    layers: int = 2
+    """Transformer: number of blocks (attention + MLP, each pre-LayerNorm with a residual)."""
+    width: int = 64
+    """Transformer: model width D (embedding size); the MLP inside a block is 4 D wide."""
+    heads: int = 4
+    """Transformer: attention heads; must divide `width`."""
+    budget_tokens: int | None = None
+    """Text only, instead of `epochs`: train each batch size on at least this many tokens (characters), i.e.
+    ceil(budget_tokens / context) sequences, rounded up to whole epochs."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -196,7 +212,19 @@ class StudySpec:
             return math.ceil(self.budget_steps / updates_per_epoch(n_train, batch_size))
         if self.budget_examples is not None:
             return math.ceil(self.budget_examples / n_train)
+        if self.budget_tokens is not None:
+            return math.ceil(self.budget_examples_from_tokens / n_train)
         return self.epochs
+
+    @property
+    def budget_examples_from_tokens(self) -> int:
+        """`budget_tokens` as whole sequences of `context` characters (rounded up); 0 without a token budget."""
+        return 0 if self.budget_tokens is None else math.ceil(self.budget_tokens / self.context)
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the dataset is text (`text` or a .txt path): examples are sequences of `context` tokens."""
+        return self.dataset == "text" or text_file(self.dataset)
 
     def lr_for(self, batch_size: int) -> float:
         """The learning rate used at `batch_size` under the scaling rule."""
@@ -354,9 +382,15 @@ def identity_dict(spec: StudySpec) -> dict[str, Any]:
     return drop_later_defaults(spec.to_dict())
 
 
+OMITTED_AT_DEFAULT = ("context", "layers", "width", "heads", "budget_tokens")
+"""Fields left out of a run's id while they hold their default, so ids of studies made before they existed stay."""
+
+
 def run_id(spec: StudySpec, *, batch_size: int, seed_index: int) -> str:
     """A readable, content-derived id: the same spec, batch size and seed always name the same run."""
-    content = {k: v for k, v in identity_dict(spec).items() if k not in NOT_IN_RUN_ID}
+    defaults = StudySpec()
+    content = {k: v for k, v in identity_dict(spec).items() if k not in NOT_IN_RUN_ID
+               and not (k in OMITTED_AT_DEFAULT and getattr(spec, k) == getattr(defaults, k))}
     content.update(batch_size=batch_size, init_seed=spec.seed + seed_index, order_seed=spec.order_seed + seed_index)
     digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
     return f"bs{batch_size}-seed{spec.seed + seed_index}-{digest}"
@@ -453,10 +487,15 @@ def data_file_kind(dataset: str) -> str | None:
     return DATA_FILE_KINDS.get(Path(dataset).suffix.lower()) if dataset not in BUILTIN_DATASETS else None
 
 
+def text_file(dataset: str) -> bool:
+    """Whether `dataset` is the path of a text corpus (ends in .txt)."""
+    return dataset not in BUILTIN_DATASETS and Path(dataset).suffix.lower() == TEXT_SUFFIX
+
+
 def _dataset(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError
-    if v in BUILTIN_DATASETS or data_file_kind(v):
+    if v in BUILTIN_DATASETS or data_file_kind(v) or text_file(v):
         return v
     raise ValueError
 
@@ -525,7 +564,8 @@ def _optional_str(v: Any) -> str | None:
 
 
 CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "dataset": (_dataset, "one of " + ", ".join(BUILTIN_DATASETS) + ", or a path ending in .csv, .parquet or .npz"),
+    "dataset": (_dataset, "one of " + ", ".join(BUILTIN_DATASETS) + ", or a path ending in .csv, .parquet, .npz "
+                          "or .txt"),
     "target": (_optional_str, "a column name of the data file"),
     "features": (lambda v: None if v is None else _feature_names(v),
                  "distinct column names separated by commas, e.g. a,b,c (NPZ: column indices, e.g. 0,3,7)"),
@@ -536,7 +576,7 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "test_fraction": _float_in(0.0, 1.0, open_lo=True, open_hi=True),
     "split_seed": _int_in(0),
     "standardize": _bool(),
-    "model": (_model, ("mlp, logreg, cnn, or a user model: module:NAME or path/to/file.py:NAME (a JAX model or a "
+    "model": (_model, ("mlp, logreg, cnn, transformer, or a user model: module:NAME or path/to/file.py:NAME (a JAX model or a "
                        "PyTorch nn.Module; torch:... insists on PyTorch)")),
     "hidden": (_list_of(_int_in(1)[0]), "positive integers separated by commas, e.g. 128 or 256,128"),
     "activation": _choice("relu", "tanh"),
@@ -575,6 +615,12 @@ CONSTRAINTS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "batch_size_schedule": (lambda v: None if v is None else _list_of(_int_in(1)[0])(v),
                             "positive integers separated by commas, one per batch_size_milestones entry"),
     "sharpness_every": _int_in(0, 1_000_000),
+    "context": _int_in(1, 4096),
+    "layers": _int_in(1, 64),
+    "width": _int_in(1, 4096),
+    "heads": _int_in(1, 256),
+    "budget_tokens": (lambda v: None if v is None else _int_in(1, MAX_BUDGET)[0](v),
+                      f"an integer in [1, {MAX_BUDGET:.0e}] (tokens per run)"),
 }
 assert set(CONSTRAINTS) == {f.name for f in dataclasses.fields(StudySpec)}
 
@@ -613,6 +659,7 @@ def build_spec(values: Mapping[str, Any]) -> StudySpec:
     _check_schedules(spec)
     if spec.budget_steps is not None and spec.budget_examples is not None:
         raise invalid("budget_examples", spec.budget_examples, "unset when budget_steps is set (one budget per study)")
+    check_workload(spec)
     return spec
 
 
@@ -628,6 +675,23 @@ def _check_schedules(spec: StudySpec) -> None:
     if spec.warmup_epochs and spec.batch_size_milestones and spec.batch_size_milestones[0] < spec.warmup_epochs:
         raise invalid("batch_size_milestones", ",".join(map(str, spec.batch_size_milestones)),
                       f"epochs >= warmup_epochs ({spec.warmup_epochs}): the batch size changes after the warmup")
+def check_workload(spec: StudySpec) -> None:
+    """The text dataset and the transformer go together; their own fields must agree (issue 13)."""
+    if spec.budget_tokens is not None:
+        if not spec.is_text:
+            raise invalid("budget_tokens", spec.budget_tokens, "only with dataset text or a .txt file (use "
+                          "budget_examples or budget_steps otherwise)")
+        if spec.budget_steps is not None or spec.budget_examples is not None:
+            raise invalid("budget_tokens", spec.budget_tokens, "unset when budget_steps or budget_examples is set "
+                          "(one budget per study)")
+    if spec.is_text and spec.model in ("mlp", "logreg", "cnn"):
+        raise invalid("model", spec.model, "transformer (or a user's JAX model) for text: its examples are "
+                      "sequences with a next-character target at every position")
+    if spec.model == "transformer" and not spec.is_text:
+        raise invalid("model", spec.model, "mlp, logreg or cnn for this dataset (transformer needs dataset text "
+                      "or a .txt file)")
+    if spec.width % spec.heads:
+        raise invalid("heads", spec.heads, f"a divisor of width {spec.width} (each head is width / heads wide)")
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -73,8 +73,20 @@ class StudyData:
 
     @property
     def task(self) -> str:
-        """`classification` or `regression`: whether the `*_acc` curves hold accuracy or R²."""
+        """`classification`, `regression` or `next_token` (text): whether the `*_acc` curves hold accuracy, R² or
+        next-token accuracy."""
         return str(self.meta["dataset"].get("task", "classification"))
+
+    @property
+    def tokens_per_example(self) -> int:
+        """Text: tokens in one example (its context); 1 for every other dataset."""
+        return int(self.meta["dataset"].get("tokens_per_example") or 1)
+
+    @property
+    def token_budget_examples(self) -> int | None:
+        """A text study's `budget_tokens` as whole sequences (what the runs trained on), None without one."""
+        tokens = self.meta.get("spec", {}).get("budget_tokens")
+        return None if tokens is None else -(-int(tokens) // self.tokens_per_example)
 
     @property
     def setup(self) -> str:
@@ -118,5 +130,6 @@ class StudyData:
             self._analyses[key] = analyze(self.summaries, self.epochs, self.end_metrics, compared=self.best_runs(),
                                           target_metric=target_metric, target=target,
                                           budget_steps=spec.get("budget_steps"),
-                                          budget_examples=spec.get("budget_examples"), evals=self.evals)
+                                          budget_examples=spec.get("budget_examples") or self.token_budget_examples,
+                                          evals=self.evals)
         return self._analyses[key]

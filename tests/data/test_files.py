@@ -358,7 +358,7 @@ BAD_FILES = {
                     r"dataset: got 'd\.npz'; allowed: a built-in dataset name or the path of an existing NPZ file"),
     "unknown-extension": BadFile("d.xlsx", _text("a,y\n1,2\n"), (),
                           r"dataset: got 'd\.xlsx'; allowed: one of digits, iris, wine, breast_cancer, moons, "
-                          r"circles, blobs, or a path ending in \.csv, \.parquet or \.npz"),
+                          r"circles, blobs, mnist1d, text, or a path ending in \.csv, \.parquet, \.npz or \.txt"),
     # features
     "unknown-feature": BadFile("d.parquet", _parquet(a=[1.0, 2.0, 3.0], b=[1, 2, 3], y=["a", "b", "a"]),
                         ("--features", "a,c"), r"features: got 'c'; allowed: columns of d\.parquet: a, b"),

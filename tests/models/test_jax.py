@@ -95,7 +95,7 @@ def test_model_references_are_validated_at_the_door():
     for good in ("cnn", "pkg.mod:make", "models/net.py:build_net", "torch:net.py:make", "torch:pkg.mod:make"):
         assert build_spec({"model": good}).model == good
     for bad in ("cnnn", "net.py", "net.py:", ":make", "net.py:1make", "torch:make", "torch:"):
-        with pytest.raises(BatchlabError, match=r"model: got .*allowed: mlp, logreg, cnn, or a user model"):
+        with pytest.raises(BatchlabError, match=r"model: got .*allowed: mlp, logreg, cnn, transformer, or a user model"):
             build_spec({"model": bad})
 
 
@@ -151,3 +151,35 @@ def test_the_cnn_reshapes_rows_so_the_engine_gathers_rows_as_before():
     batch = np.asarray(model.apply(params, x))
     rows = np.concatenate([np.asarray(model.apply(params, x[i:i + 1])) for i in range(5)])
     np.testing.assert_allclose(batch, rows, rtol=1e-6)
+
+
+def test_cnn1d_equals_pytorchs_conv1d_network():
+    """The MNIST-1D paper's ConvBase (mnist1d repository): Conv1d(1, 25, 5, 2, 1), Conv1d(25, 25, 3, 2, 1) twice,
+    ReLU after each, Linear(125, 10) on the (N, C, W) activations flattened; our weights loaded into it."""
+    torch = pytest.importorskip("torch")
+    model = make_model("cnn", n_features=40, n_classes=10, image_shape=(40,))
+    params = model.init(jax.random.PRNGKey(3))
+    flat = {k: np.asarray(v) for k, v in flatten_params(params).items()}
+    assert model.footprint(40)[0] == 150 + 1900 + 1900 + 1260  # the paper's CNN: 5,210 parameters
+    convs = [torch.nn.Conv1d(1, 25, 5, 2, 1), torch.nn.Conv1d(25, 25, 3, 2, 1), torch.nn.Conv1d(25, 25, 3, 2, 1)]
+    linear = torch.nn.Linear(125, 10)
+    with torch.no_grad():
+        for i, conv in enumerate(convs):  # ours (kernel, in, out) -> PyTorch's (out, in, kernel)
+            conv.weight.copy_(torch.from_numpy(flat[f"layer{i:02d}/w"].transpose(2, 1, 0).copy()))
+            conv.bias.copy_(torch.tensor(np.array(flat[f"layer{i:02d}/b"])))
+        linear.weight.copy_(torch.from_numpy(flat["layer03/w"].T.copy()))
+        linear.bias.copy_(torch.tensor(np.array(flat["layer03/b"])))
+        x = np.random.default_rng(0).normal(size=(6, 40)).astype(np.float32)
+        h = torch.from_numpy(x).view(-1, 1, 40)
+        for conv in convs:
+            h = conv(h).relu()
+        expected = linear(h.view(h.shape[0], -1)).numpy()
+    np.testing.assert_allclose(np.asarray(jax.jit(model.apply)(params, x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_load_model_builds_the_1d_cnn_for_mnist1d(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_CACHE_DIR", str(tmp_path))
+    spec = build_spec({"dataset": "mnist1d", "model": "cnn"})
+    model = load_model(spec, load_dataset(spec))
+    assert repr(model) == ("Model('cnn', 40 -> conv5/2x25 -> conv3/2x25 -> conv3/2x25 -> 10, "
+                           "activation='relu')")

@@ -33,6 +33,16 @@ class Dataset:
     """Regression: training mean of the target in its own units (y = (target - mean) / std)."""
     target_std: float | None = None
     """Regression: training standard deviation of the target; MSE in the target's units = loss * std^2."""
+    context: int | None = None
+    """Text (task `next_token`): tokens per example; features and targets are (examples, context) token indices,
+    the loss of an example is the mean cross-entropy over its positions (see `batchlab.data.text`)."""
+    corpus: dict[str, Any] | None = None
+    """Text: the corpus's character counts and SHA-256 (recorded in the summary)."""
+
+    @property
+    def tokens_per_example(self) -> int:
+        """Tokens in one example: `context` for text, 1 otherwise."""
+        return self.context or 1
 
     @property
     def n_train(self) -> int:
@@ -57,6 +67,9 @@ class Dataset:
         out: dict[str, Any] = {"name": self.name, "n_train": self.n_train, "n_test": len(self.y_test),
                                "n_features": self.n_features, "n_classes": self.n_classes, "task": self.task,
                                "image_shape": None if self.image_shape is None else list(self.image_shape)}
+        if self.context is not None:
+            out.update(context=self.context, tokens_per_example=self.context, vocab_size=self.n_classes,
+                       corpus=self.corpus)
         if self.task == "regression":
             out.update(target_mean=self.target_mean, target_std=self.target_std)
         else:
@@ -64,7 +77,8 @@ class Dataset:
         return out
 
     def __repr__(self) -> str:
-        target = f"n_classes={self.n_classes}" if self.task == "classification" else "regression"
+        target = {"regression": "regression", "next_token": f"vocab={self.n_classes}, context={self.context}"}.get(
+            self.task, f"n_classes={self.n_classes}")
         image = f", image_shape={self.image_shape}" if self.image_shape else ""
         return (f"Dataset({self.name!r}, n_train={self.n_train}, n_test={len(self.y_test)}, "
                 f"n_features={self.n_features}, {target}{image})")

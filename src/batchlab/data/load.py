@@ -39,6 +39,14 @@ def load_dataset(spec: StudySpec) -> Dataset:
     """Load, split and (optionally) standardize the dataset named by `spec`. Raises BatchlabError on bad data;
     warns TaskInferredWarning when `spec.task` is `auto` and the dataset is a file."""
     kind = data_file_kind(spec.dataset)
+    if spec.dataset == "mnist1d":
+        from batchlab.data.mnist1d import load_mnist1d
+
+        return load_mnist1d(spec)
+    if spec.is_text:
+        from batchlab.data.text import load_text
+
+        return load_text(spec)
     if kind is None:
         return load_builtin(spec)
     contents = read_data_file(spec.dataset, kind, target=spec.target, features=spec.features)

@@ -91,6 +91,8 @@ def make_model(name: str, *, n_features: int, n_classes: int, hidden: tuple[int,
                activation: str = "relu", image_shape: tuple[int, ...] | None = None) -> Model:
     """An `mlp` with the given hidden widths, `logreg` (no hidden layer), or `cnn` on images of `image_shape`
     (height, width[, channels]) whose pixels are the features, row-major."""
+    if name == "cnn" and image_shape is not None and len(image_shape) == 1:
+        return make_cnn1d(n_features=n_features, n_classes=n_classes, activation=activation)
     if name == "cnn":
         return make_cnn(n_features=n_features, n_classes=n_classes, image_shape=image_shape, activation=activation)
     sizes = (n_features, *hidden, n_classes) if name == "mlp" else (n_features, n_classes)
@@ -157,4 +159,53 @@ def make_cnn(*, n_features: int, n_classes: int, image_shape: tuple[int, ...] | 
         return (z.reshape(z.shape[0], flat) @ dense["w"] + dense["b"]).reshape(*lead, n_classes)
 
     summary = f"{h}x{w}x{c} -> conv3x3x{channels[1]} -> conv3x3x{channels[2]}/2 -> {n_classes}, activation={activation!r}"
+    return Model("cnn", (), activation, init, apply, summary)
+
+
+CNN1D_LAYERS = ((5, 2, 1), (3, 2, 1), (3, 2, 1))
+"""The MNIST-1D paper's CNN (Greydanus 2020, the `mnist1d` repository's ConvBase): three 1-D convolutions as
+(kernel, stride, padding) with CNN1D_CHANNELS channels each, then a linear layer."""
+CNN1D_CHANNELS = 25
+
+
+def make_cnn1d(*, n_features: int, n_classes: int, activation: str = "relu") -> Model:
+    """The MNIST-1D paper's 1-D CNN on sequences of `n_features` values (one channel): conv k5/s2/p1 -> act ->
+    conv k3/s2/p1 -> act -> conv k3/s2/p1 -> act -> dense to the classes (40 values: 19, 10, 5 positions, so
+    5 x 25 = 125 features into the dense layer, as the paper's `linear_in=125`). Weights (kernel, in, out)
+    (WIO) and PyTorch's default initialisation, like the other built-ins."""
+    act = ACTIVATIONS[activation]
+    channels = (1, *(CNN1D_CHANNELS,) * len(CNN1D_LAYERS))
+    length = n_features
+    for kernel, stride, pad in CNN1D_LAYERS:
+        length = (length + 2 * pad - kernel) // stride + 1
+    if length < 1:
+        raise invalid("model", "cnn", f"sequences of at least 5 values for the 1-D CNN (these have {n_features})")
+    flat = length * channels[-1]
+
+    def init(key: jax.Array) -> Params:
+        keys = jax.random.split(key, 2 * len(channels))
+        params = {}
+        for i, ((kernel, _, _), (cin, cout)) in enumerate(zip(CNN1D_LAYERS, pairwise(channels), strict=True)):
+            params[f"layer{i:02d}"] = {"w": uniform_fan_in(keys[2 * i], (kernel, cin, cout), kernel * cin),
+                                       "b": uniform_fan_in(keys[2 * i + 1], (cout,), kernel * cin)}
+        last = len(CNN1D_LAYERS)
+        params[f"layer{last:02d}"] = {"w": uniform_fan_in(keys[-2], (flat, n_classes), flat),
+                                      "b": uniform_fan_in(keys[-1], (n_classes,), flat)}
+        return params
+
+    def apply(params: Params, x: jax.Array) -> jax.Array:
+        lead = x.shape[:-1]
+        z = x.reshape(-1, n_features, 1)
+        for i, (_, stride, pad) in enumerate(CNN1D_LAYERS):
+            layer = params[f"layer{i:02d}"]
+            z = jax.lax.conv_general_dilated(z, layer["w"], (stride,), [(pad, pad)],
+                                             dimension_numbers=("NWC", "WIO", "NWC"))
+            z = act(z + layer["b"])
+        # flatten channel-major, as PyTorch's (N, C, W).view(N, -1) does, so weights map one to one
+        z = jnp.swapaxes(z, 1, 2).reshape(z.shape[0], flat)
+        dense = params[f"layer{len(CNN1D_LAYERS):02d}"]
+        return (z @ dense["w"] + dense["b"]).reshape(*lead, n_classes)
+
+    shape = " -> ".join(f"conv{k}/{s}x{CNN1D_CHANNELS}" for k, s, _ in CNN1D_LAYERS)
+    summary = f"{n_features} -> {shape} -> {n_classes}, activation={activation!r}"
     return Model("cnn", (), activation, init, apply, summary)

@@ -1,6 +1,7 @@
 """The one door through which a study gets its model, and the one place that decides which backend trains it.
 
-- A built-in name (`mlp`, `logreg`, `cnn`) is a JAX model of :mod:`batchlab.models.jax`.
+- A built-in name (`mlp`, `logreg`, `cnn`) is a JAX model of :mod:`batchlab.models.jax`; `transformer` (text
+  only) is the causal transformer of :mod:`batchlab.models.transformer`.
 - A reference `module:NAME` or `path/to/file.py:NAME` names a user's factory (:mod:`batchlab.models.factory`):
   it is imported and called once, and what it returns decides: a `torch.nn.Module` is trained by the PyTorch
   backend (:mod:`batchlab.models.torch`), anything else must be a JAX model (:mod:`batchlab.models.jax_user`).
@@ -30,12 +31,23 @@ AnyModel: TypeAlias = "Model | TorchModel"
 def load_model(spec: StudySpec, data: Dataset) -> AnyModel:
     """The model `spec` names, sized for `data`: its features, its outputs (classes, or 1 for regression) and, for
     the CNN, its image shape unless `spec.image_shape` is given."""
+    if spec.model == "transformer":
+        from batchlab.models.transformer import make_transformer
+
+        return make_transformer(vocab=data.n_classes, context=data.n_features, layers=spec.layers, width=spec.width,
+                                heads=spec.heads)
     if spec.model in BUILTIN_MODELS:
         image_shape = spec.image_shape or data.image_shape or (DIGITS_IMAGE_SHAPE if spec.dataset == "digits" else None)
         return make_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs, hidden=spec.hidden,
                           activation=spec.activation, image_shape=image_shape)
-    return load_user_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs,
-                           input_shape=tuple(data.image_shape or (data.n_features,)), device=spec.device)
+    model = load_user_model(spec.model, n_features=data.n_features, n_classes=data.n_outputs,
+                            input_shape=tuple(data.image_shape or (data.n_features,)), device=spec.device)
+    if data.task == "next_token" and model.backend != "jax":
+        from batchlab.errors import invalid
+
+        raise invalid("model", spec.model, "transformer or a JAX model for text (the PyTorch backend trains "
+                      "one target per example)")
+    return model
 
 
 def load_user_model(reference: str, *, n_features: int, n_classes: int, input_shape: tuple[int, ...] | None = None,

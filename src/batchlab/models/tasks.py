@@ -1,6 +1,9 @@
 """The learning task: what a model's outputs mean, the loss it is trained on, and the metric reported beside it.
 
 - classification: K outputs (logits); per-example loss cross-entropy; metric accuracy.
+- next_token (text, :mod:`batchlab.data.text`): an example is a sequence of T tokens with a target at every
+  position; outputs (T, V) logits; per-example loss the mean over positions of the cross-entropy in nats, so a
+  minibatch or set mean is the per-token cross-entropy (perplexity = exp(loss)); metric per-token accuracy.
 - regression: 1 output, a prediction of the standardized target z = (y - mean) / std (training statistics, see
   :mod:`batchlab.data.load`); per-example loss the squared error (prediction - z)^2, so a mean loss is the mean
   squared error in units of the training variance of y (MSE in the target's own units = loss * std^2; a model
@@ -21,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "next_token")
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -68,11 +71,14 @@ def r_squared(mean_squared_error: jax.Array, targets: jax.Array) -> jax.Array:
 
 CLASSIFICATION = Task("classification", cross_entropy, correct, lambda mean, targets: mean, jnp.int32)
 REGRESSION = Task("regression", squared_error, squared_error, r_squared, jnp.float32)
+NEXT_TOKEN = Task("next_token", lambda logits, targets: jnp.mean(cross_entropy(logits, targets), -1),
+                  lambda logits, targets: jnp.mean(correct(logits, targets), -1), lambda mean, targets: mean,
+                  jnp.int32)
 
 
 def get_task(name: str) -> Task:
-    """The task named `name` (`classification` or `regression`)."""
-    return {"classification": CLASSIFICATION, "regression": REGRESSION}[name]
+    """The task named `name` (`classification`, `regression` or `next_token`)."""
+    return {"classification": CLASSIFICATION, "regression": REGRESSION, "next_token": NEXT_TOKEN}[name]
 
 
 def torch_task_loss(outputs: Any, y: Any, *, regression: bool) -> Any:

@@ -31,7 +31,8 @@ def explanation(data: StudyData, *, target_metric: str = "train_loss", target: f
         paragraphs.insert(0, "Each batch size is compared at its own best learning rate (lowest mean final test "
                           "loss, preferring rates at which no run diverged): "
                           + ", ".join(f"{lr:g} at batch size {b:,}" for b, lr in best) + ".")
-    findings = [scaling_paragraph(a), noise_scale_paragraph(a), noise_ratio_paragraph(best_runs, n_train=data.n_train),
+    findings = [scaling_paragraph(a, tokens_per_example=data.tokens_per_example), noise_scale_paragraph(a),
+                noise_ratio_paragraph(best_runs, n_train=data.n_train),
                 generalization_paragraph(a, best_runs, task=data.task)]
     rule = str(data.meta.get("spec", {}).get("lr_scaling", "none"))
     extra = [optimal_lr_paragraph(data.optimal_lr()),

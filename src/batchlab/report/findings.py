@@ -13,15 +13,20 @@ from batchlab.analysis.study import StudyAnalysis
 METRIC_NAMES = {"train_loss": "train loss", "test_loss": "test loss", "test_error": "test error"}
 
 
-def scaling_paragraph(a: StudyAnalysis) -> str:
-    """Steps-to-target per batch size, the S(B) fit with its interval and regimes, the fastest batch size."""
+def scaling_paragraph(a: StudyAnalysis, *, tokens_per_example: int = 1) -> str:
+    """Steps-to-target per batch size, the S(B) fit with its interval and regimes, the fastest batch size. Text
+    (`tokens_per_example` > 1, the context): batch sizes count sequences and each is also given in tokens."""
     name = METRIC_NAMES[a.target_metric]
     reached = [st for st in a.steps_to_target.values() if st.feasible]
     missed = [b for b, st in a.steps_to_target.items() if not st.feasible]
     if not reached:
         return f"Steps to target: no batch size reached {name} < {a.target:.4g}."
-    steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
-    budget = _budget(a)
+    if tokens_per_example > 1:
+        steps = ", ".join(f"B = {st.batch_size:,} sequences: {st.steps:,} steps ({st.examples:,} sequences, "
+                          f"{(st.examples or 0) * tokens_per_example:,} tokens)" for st in reached)
+    else:
+        steps = ", ".join(f"B = {st.batch_size:,}: {st.steps:,} steps ({st.examples:,} examples)" for st in reached)
+    budget = _budget(a, tokens_per_example)
     text = (f"Steps to target ({name} < {a.target:.4g}, first epoch-end evaluation below it"
             f"{f' within {budget}' if budget else ''}, best over learning rates and seeds; Shallue et al. 2018): "
             f"{steps}.")
@@ -53,12 +58,16 @@ def scaling_paragraph(a: StudyAnalysis) -> str:
     return text
 
 
-def _budget(a: StudyAnalysis) -> str:
-    """'the budget of 3,000 updates per run' (or examples), '' for a study trained for a number of epochs."""
+def _budget(a: StudyAnalysis, tokens_per_example: int = 1) -> str:
+    """'the budget of 3,000 updates per run' (or examples; for text sequences and tokens), '' for a study
+    trained for a number of epochs."""
     if getattr(a, "budget_steps", None) is not None:
         return f"the budget of {a.budget_steps:,} updates per run"
-    if getattr(a, "budget_examples", None) is not None:
-        return f"the budget of {a.budget_examples:,} examples per run"
+    examples = getattr(a, "budget_examples", None)
+    if examples is not None and tokens_per_example > 1:
+        return f"the budget of {examples:,} sequences ({examples * tokens_per_example:,} tokens) per run"
+    if examples is not None:
+        return f"the budget of {examples:,} examples per run"
     return ""
 
 

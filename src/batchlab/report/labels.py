@@ -18,6 +18,8 @@ def metric_text(value: float, task: str) -> str:
 
 def loss_name(task: str) -> str:
     """What the loss is, for axis labels."""
+    if task == "next_token":
+        return "cross-entropy per token, nats"
     return "squared error, standardized target" if task == "regression" else "cross-entropy loss"
 
 

@@ -12,6 +12,7 @@ Piped output (`plain=True`) has the same layout with ASCII rules and no colour, 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,8 @@ def runs_tables(summaries: Sequence[RunSummary], *, task: str = "classification"
     """The runs as one table with every column when `wide`, when `width` is None or when it fits in `width`;
     otherwise as the outcome and detail tables (same rows, same order). See the module docstring."""
     caption = RUNS_CAPTION + (REGRESSION_CAPTION if task == "regression" else "")
+    if task == "next_token":
+        caption += "; " + perplexity_note(summaries)
     full = _runs_table(summaries, RUN_COLUMN_SPECS, task=task, title=title, caption=caption, plain=plain,
                        two_line=False)
     if wide or width is None or table_width(full) <= width:
@@ -197,3 +200,12 @@ def _grid_table(cells: Sequence[Cell], best: dict[int, float], lrs: Sequence[flo
         table.add_row(*row, end_section=stacked)
     table.caption = GRID_CAPTION
     return table
+
+
+def perplexity_note(summaries: Sequence[RunSummary]) -> str:
+    """Text: what the loss is, and each run's perplexity exp(loss) (per token, train / test)."""
+    ppl = ", ".join(f"{s.run_id} {math.exp(s.final_train_loss):.2f} / {math.exp(s.final_test_loss):.2f}"
+                    for s in summaries if math.isfinite(s.final_train_loss) and math.isfinite(s.final_test_loss)
+                    and max(s.final_train_loss, s.final_test_loss) < 700)
+    return (f"loss = cross-entropy per token (character) in nats, acc = next-token accuracy; perplexity "
+            f"exp(loss), train / test: {ppl}")

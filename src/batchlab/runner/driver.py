@@ -47,7 +47,7 @@ from batchlab.sweep import Sweep, build_sweep
 
 FINISHED = ("completed", "diverged")
 EXECUTORS = ("local", "ray")
-MODEL_FIELDS = ("model", "hidden", "activation", "image_shape", "device")
+MODEL_FIELDS = ("model", "hidden", "activation", "image_shape", "device", "layers", "width", "heads")
 """The spec fields that decide which model a sweep point trains (the dataset is the same for every point)."""
 
 
@@ -286,11 +286,10 @@ def _max_replicas(points: list[StudySpec], data: Dataset, models: ModelCache, de
     from batchlab.train.device import describe_device, memory_budget_bytes, model_replica_bytes
 
     batch_size = max(max(p.resolved_batch_sizes(data.n_train)) for p in points)
-    largest = max(points, key=lambda p: model_replica_bytes(models.get(p), n_features=data.n_features,
-                                                            n_train=data.n_train, n_test=len(data.y_test),
-                                                            batch_size=batch_size))
-    per_replica = model_replica_bytes(models.get(largest), n_features=data.n_features, n_train=data.n_train,
-                                      n_test=len(data.y_test), batch_size=batch_size)
+    sizes = {"n_features": data.n_features, "n_train": data.n_train, "n_test": len(data.y_test),
+             "batch_size": batch_size, "tokens_per_example": data.tokens_per_example}
+    largest = max(points, key=lambda p: model_replica_bytes(models.get(p), **sizes))
+    per_replica = model_replica_bytes(models.get(largest), **sizes)
     if memory_budget is None:
         check_replica_fits(per_replica, memory_budget_bytes(device, fraction=1.0), batch_size=batch_size,
                            device=describe_device(device), n_params=models.get(largest).footprint(data.n_features)[0])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from batchlab.errors import BatchlabError
-from batchlab.spec import data_file_kind, split_model_reference
+from batchlab.spec import data_file_kind, split_model_reference, text_file
 from batchlab.sweep import Sweep
 
 CHUNK = 1 << 20
@@ -33,7 +33,7 @@ def file_sha256(path: Path) -> str:
 def input_files(sweep: Sweep) -> dict[str, Path]:
     """What the study reads besides its spec: {"dataset": data file, "model <reference>": its source file}."""
     files: dict[str, Path] = {}
-    if data_file_kind(sweep.base.dataset):
+    if data_file_kind(sweep.base.dataset) or text_file(sweep.base.dataset):
         files["dataset"] = Path(sweep.base.dataset)
     for model in sorted({p.model for p in sweep.points()}):
         path = model_source(model)

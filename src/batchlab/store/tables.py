@@ -13,7 +13,8 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
   training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured; ``batch_size``
-  and ``lr`` are those in force that epoch (they change under schedules).
+  and ``lr`` are those in force that epoch (they change under schedules). Text studies (and their evals) add
+  ``tokens_seen`` = ``examples_seen`` x the context after ``examples_seen``.
 - steps: one row per optimizer update (``run_id``, ``step``, ``epoch``, ``batch_loss``): ``step`` counts
   updates from 1 within a run, ``batch_loss`` is that update's minibatch loss, measured before the update.
 - critical_batch_size: CBS(t) per branch point of ``batchlab branch`` (empty without branches; the file exports
@@ -142,7 +143,7 @@ def epochs_table(store: Store, run_ids: list[str]) -> Columns:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS else np.float64)
     for field in SHARPNESS_FIELDS:  # curvature during training (sharpness_every); NaN where not measured
         columns[field] = _concat([e[field] for e in per_run], np.float64)
-    return columns
+    return with_tokens(columns, tokens_per_example(store))
 
 
 def evals_table(store: Store, run_ids: list[str]) -> Columns:
@@ -152,7 +153,27 @@ def evals_table(store: Store, run_ids: list[str]) -> Columns:
     for field in EVAL_FIELDS:
         columns[field] = _concat([e[field] for e in per_run], np.int64 if field in _INTEGER_FIELDS + ("step",)
                                  else np.float64)
-    return columns
+    return with_tokens(columns, tokens_per_example(store))
+
+
+def tokens_per_example(store: Store) -> int | None:
+    """Text studies: the tokens in one example (the context; `meta["dataset"]["tokens_per_example"]`); None for
+    the others, whose tables have no token column."""
+    tokens = store.meta().get("dataset", {}).get("tokens_per_example")
+    return None if tokens is None else int(tokens)
+
+
+def with_tokens(columns: Columns, tokens: int | None) -> Columns:
+    """`columns` with `tokens_seen` = examples_seen x tokens per example right after `examples_seen` (text only:
+    every example is one sequence of `context` tokens, so the count is exact)."""
+    if tokens is None:
+        return columns
+    out: Columns = {}
+    for name, values in columns.items():
+        out[name] = values
+        if name == "examples_seen":
+            out["tokens_seen"] = np.asarray(values, np.int64) * tokens
+    return out
 
 
 def steps_table(store: Store, run_ids: list[str]) -> Columns:

@@ -21,7 +21,8 @@ def replica_bytes(layer_sizes: tuple[int, ...], *, n_train: int, n_test: int, ba
     return 4 * (4 * n_params + activations + updates_per_epoch(n_train, batch_size) + evaluation)
 
 
-def model_replica_bytes(model, *, n_features: int, n_train: int, n_test: int, batch_size: int) -> int:
+def model_replica_bytes(model, *, n_features: int, n_train: int, n_test: int, batch_size: int,
+                        tokens_per_example: int = 1) -> int:
     """:func:`replica_bytes` for any model: from its `layer_sizes` (the MLP, logistic regression) or, for models
     without them (the CNN, users' models), from `model.footprint(n_features)`: its parameter count and the floats
     of intermediate values one example produces in a forward pass (three times that per example in a step, for
@@ -31,7 +32,8 @@ def model_replica_bytes(model, *, n_features: int, n_train: int, n_test: int, ba
     from batchlab.train.contract import EVAL_CHUNK
 
     n_params, per_example = model.footprint(n_features)
-    evaluation = min(max(n_train, n_test), EVAL_CHUNK) * per_example
+    # text: an evaluation chunk holds EVAL_CHUNK tokens' worth of sequences (batchlab.train.jax_engine.evaluate)
+    evaluation = min(max(n_train, n_test), max(1, EVAL_CHUNK // tokens_per_example)) * per_example
     return 4 * (4 * n_params + 3 * batch_size * per_example + updates_per_epoch(n_train, batch_size) + evaluation)
 
 

@@ -9,6 +9,7 @@ e + 1 before it reads epoch e. The engine knows nothing of SQLite or figures.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,14 +48,15 @@ def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
     """Mean loss and metric of `params` on (x, y) for the task (cross-entropy and accuracy, or squared error and
     R^2), in chunks of EVAL_CHUNK rows (`lax.map`) so that memory stays flat however large the data."""
     n = x.shape[0]
-    if n <= EVAL_CHUNK:
+    rows = eval_chunk_rows(y)
+    if n <= rows:
         outputs = model.apply(params, x)
         return jnp.mean(task.loss(outputs, y)), task.metric(jnp.mean(task.score(outputs, y)), y)
-    chunks = -(-n // EVAL_CHUNK)
-    pad = chunks * EVAL_CHUNK - n
-    xs = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]).reshape(chunks, EVAL_CHUNK, x.shape[1])
-    ys = jnp.concatenate([y, jnp.zeros(pad, y.dtype)]).reshape(chunks, EVAL_CHUNK)
-    mask = (jnp.arange(chunks * EVAL_CHUNK) < n).reshape(chunks, EVAL_CHUNK)
+    chunks = -(-n // rows)
+    pad = chunks * rows - n
+    xs = jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]).reshape(chunks, rows, x.shape[1])
+    ys = jnp.concatenate([y, jnp.zeros((pad, *y.shape[1:]), y.dtype)]).reshape(chunks, rows, *y.shape[1:])
+    mask = (jnp.arange(chunks * rows) < n).reshape(chunks, rows)
 
     def one(batch):
         xc, yc, mc = batch
@@ -63,6 +65,12 @@ def evaluate(model: Model, params: Any, x: jax.Array, y: jax.Array, *,
 
     loss_sums, score_sums = jax.lax.map(one, (xs, ys, mask))
     return jnp.sum(loss_sums) / n, task.metric(jnp.sum(score_sums) / n, y)
+
+
+def eval_chunk_rows(y: jax.Array | np.ndarray) -> int:
+    """Rows per evaluation chunk: EVAL_CHUNK examples, or for sequence targets (text: (examples, T)) EVAL_CHUNK
+    tokens' worth of sequences, so a chunk's activations stay the same size."""
+    return max(1, EVAL_CHUNK // math.prod(y.shape[1:]))
 
 
 def build_epoch_fn(model: Model, optimizer: Callable, *, n_train: int, batch_size: int,

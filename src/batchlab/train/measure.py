@@ -34,6 +34,7 @@ CHUNK = 256
 MICROBATCH_SIZE, MICROBATCHES = 32, 64
 """Estimate mode: k = MICROBATCHES disjoint microbatches of MICROBATCH_SIZE examples (fewer for small data)."""
 CURVATURE_EXAMPLES = 4096
+"""Curvature subsample: examples, or for text sequences holding this many tokens."""
 LANCZOS_ITERATIONS, LANCZOS_TOL, TRACE_SAMPLES = 100, 1e-5, 30
 """Curvature at the end: at most this many Lanczos steps (Hessian-vector products) until the top Ritz value's
 residual is below LANCZOS_TOL of it; this many Hutchinson vectors for the trace."""
@@ -123,8 +124,9 @@ class GroupMeasurements:
                 on_progress(done, total)
 
         n = self.data.n_train
-        rows = np.random.default_rng(self.seed).permutation(n)[:CURVATURE_EXAMPLES] if n > CURVATURE_EXAMPLES \
-            else np.arange(n)
+        # text: CURVATURE_EXAMPLES tokens' worth of sequences, so a Hessian-vector product costs about the same
+        limit = max(1, CURVATURE_EXAMPLES // self.data.tokens_per_example)
+        rows = np.random.default_rng(self.seed).permutation(n)[:limit] if n > limit else np.arange(n)
         x, y = self.data.x_train[rows], self.data.y_train[rows]
         xd, yd = self.probes.data(x, y)
         out: list[dict[str, float]] = []

@@ -128,7 +128,8 @@ def per_example_gradients(model: Model, params: Any, x: Data, y: Data, *, chunk:
         xb, yb = x[start:start + chunk], y[start:start + chunk]
         m = len(xb)
         if m < chunk:  # pad the last chunk to the compiled shape, then drop the padding
-            xb, yb = jnp.concatenate([xb, jnp.repeat(xb[:1], chunk - m, 0)]), jnp.pad(yb, (0, chunk - m))
+            xb = jnp.concatenate([xb, jnp.repeat(xb[:1], chunk - m, 0)])
+            yb = jnp.pad(yb, [(0, chunk - m)] + [(0, 0)] * (yb.ndim - 1))
         out[start:start + m] = np.asarray(grad_each(theta, xb, yb))[:m]
     return out
 
