@@ -223,7 +223,7 @@ def test_figure_draws_one_png(results, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path._repr_png_() == path.read_bytes()  # a notebook cell ending with it shows the image
     assert overlay.parent._repr_png_() is None  # a directory is shown as a path
-    with pytest.raises(BatchlabError, match="^figure: got 'loss'; allowed: lena, overlay, cost, scaling$"):
+    with pytest.raises(BatchlabError, match="^figure: got 'loss'; allowed: lena, overlay, cost, scaling, sharpness$"):
         results.figure("loss")
     with pytest.raises(BatchlabError, match="^run_id: got 'nope'"):
         results.figure("lena", run_id="nope")

@@ -37,7 +37,8 @@ def test_show_json_is_one_object_with_the_interface_keys(wine_study):
     p = show(str(wine_study), "--json")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)  # the whole of stdout is one object
-    assert set(doc) == {"study", "runs", "steps_to_target", "fit", "findings", "critical_batch_size"}
+    assert set(doc) == {"study", "runs", "steps_to_target", "fit", "findings", "critical_batch_size", "optimal_lr",
+                        "edge_of_stability", "rule_check"}
     assert doc["study"] == {"dir": str(wine_study), "dataset": "wine", "n_train": 142, "n_test": 36,
                             "task": "classification", "model": doc["study"]["model"]}
     assert len(doc["runs"]) == 4 and all(set(JSON_RUN_KEYS) <= set(r) for r in doc["runs"])

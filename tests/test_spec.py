@@ -55,9 +55,10 @@ def test_unknown_fields_are_errors():
         build_spec({"batch_size": 4})
 
 
-def test_csv_needs_a_target_and_builtins_refuse_one():
+def test_csv_needs_a_target_and_builtins_refuse_one(tmp_path):
+    (tmp_path / "my.csv").write_text("a,y\n1,0\n2,1\n")
     with pytest.raises(BatchlabError, match="^target: got None"):
-        build_spec({"dataset": "my.csv"})
+        build_spec({"dataset": str(tmp_path / "my.csv")})
     with pytest.raises(BatchlabError, match="^target: got 'y'; allowed: only with a CSV"):
         build_spec({"target": "y"})
 

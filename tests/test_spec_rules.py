@@ -81,9 +81,10 @@ def test_a_rule_that_pushes_a_beta_out_of_range_is_refused_at_the_door():
 
 def test_default_betas_keep_existing_run_ids():
     # the id of the default run before beta1/beta2/sharpness_every existed (tests/test_golden.py pins its numbers)
-    assert run_id(StudySpec(), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
-    assert run_id(StudySpec(beta2=0.95), batch_size=1, seed_index=0) != "bs1-seed0-78e2d380"
-    assert run_id(StudySpec(sharpness_every=5), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
+    old = dict(dataset="digits", n_samples=1000, noise=0.2)  # the defaults then (the default is moons now)
+    assert run_id(StudySpec(**old), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
+    assert run_id(StudySpec(**old, beta2=0.95), batch_size=1, seed_index=0) != "bs1-seed0-78e2d380"
+    assert run_id(StudySpec(**old, sharpness_every=5), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
     assert (ADAM_BETA1, ADAM_BETA2, ADAM_EPS) == (0.9, 0.999, 1e-8)
 
 

@@ -39,7 +39,7 @@ def in_repo(monkeypatch):
 
 @pytest.fixture(scope="module")
 def digits() -> Dataset:
-    return load_dataset(StudySpec())
+    return load_dataset(StudySpec(dataset="digits"))
 
 
 def train_both(data: Dataset, group: Group, *, optimizer: str, epochs: int, n_outputs: int | None = None):

@@ -83,10 +83,13 @@ CREATE TABLE IF NOT EXISTS steps (
 """
 
 RUN_CHECKPOINTS_SCHEMA = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS run_checkpoints"):
-                                SCHEMA.index("CREATE TABLE IF NOT EXISTS steps")].strip().rstrip(";")
+                                SCHEMA.index("CREATE TABLE IF NOT EXISTS sharpness")].strip().rstrip(";")
 """The kept training states (`checkpoint_every`): one compressed NPZ of a run's (params, optimizer state)
 leaves per kept epoch, written in the epoch's transaction. Studies made before it gain the table when opened
 for writing."""
+SHARPNESS_SCHEMA = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS sharpness"):
+                          SCHEMA.index("CREATE TABLE IF NOT EXISTS steps")].strip().rstrip(";")
+"""Curvature during training (`sharpness_every`); studies made before it gain the table when opened for writing."""
 
 EVAL_FIELDS = ("step", "examples_seen", "train_loss", "train_acc", "test_loss", "test_acc")
 """Evaluations between epoch ends (`eval_every_steps`): at update `step`, after `examples_seen` examples."""
@@ -353,6 +356,7 @@ class Store:
             raise sqlite3.DatabaseError(f"no table {missing[0]!r}")
         if write:  # a study written before schedules gains their epochs columns (NULL: the run's values)
             self._con.execute(RUN_CHECKPOINTS_SCHEMA)
+            self._con.execute(SHARPNESS_SCHEMA)
             have_runs = {r[1] for r in self._con.execute("PRAGMA table_info(runs)")}
             for name, kind in BRANCH_RUN_COLUMNS.items():
                 if name not in have_runs:
