@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_a_rule_that_pushes_a_beta_out_of_range_is_refused_at_the_door():
 
 def test_default_betas_keep_existing_run_ids():
     # the id of the default run before beta1/beta2/sharpness_every existed (tests/test_golden.py pins its numbers)
-    old = dict(dataset="digits", n_samples=1000, noise=0.2)  # the defaults then (the default is moons now)
+    old: dict[str, Any] = {"dataset": "digits", "n_samples": 1000, "noise": 0.2}  # the defaults then (now moons)
     assert run_id(StudySpec(**old), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
     assert run_id(StudySpec(**old, beta2=0.95), batch_size=1, seed_index=0) != "bs1-seed0-78e2d380"
     assert run_id(StudySpec(**old, sharpness_every=5), batch_size=1, seed_index=0) == "bs1-seed0-78e2d380"
