@@ -57,7 +57,8 @@ def plan_branches(store: Store, *, from_epochs: tuple[int, ...], multipliers: tu
                   lr_rule: str) -> tuple[list[PlannedGroup], list[tuple[RunInfo, dict[str, Any]]],
                                          dict[str, dict[str, Any]]]:
     """The branch groups (all seeds of one parent setting, epoch and multiplier together), their runs' store
-    rows, and per branch run its parent. Refuses (one line) epochs without kept states, batch sizes over N."""
+    rows, and per branch run its parent. Refuses (one line) epochs without kept states; a parent whose k x B would
+exceed N is not branched at that k (the full batch never is), and a multiplier that fits no run is refused."""
     parents = [r for r in store.runs() if r.get("parent_run_id") is None]
     if not parents:
         raise BatchlabError(f"dir: {store.directory} holds no runs to branch from")
@@ -65,6 +66,7 @@ def plan_branches(store: Store, *, from_epochs: tuple[int, ...], multipliers: tu
     infos: list[tuple[RunInfo, dict[str, Any]]] = []
     parent_of: dict[str, dict[str, Any]] = {}
     packs: dict[tuple, list[tuple[PlannedRun, dict[str, Any]]]] = {}
+    too_large: list[tuple[int, int, int]] = []
     for parent in parents:
         point = _parent_point(parent)
         if point.scheduled:
@@ -80,9 +82,9 @@ def plan_branches(store: Store, *, from_epochs: tuple[int, ...], multipliers: tu
         for e in from_epochs:
             for k in multipliers:
                 b = parent["batch_size"] * k
-                if b > parent["n_train"]:
-                    raise invalid("multipliers", k, f"multipliers with k x B <= N ({parent['n_train']:,} training "
-                                  f"examples; B = {parent['batch_size']})")
+                if b > parent["n_train"]:  # this parent cannot branch that far (e.g. the full batch): skipped
+                    too_large.append((k, parent["batch_size"], parent["n_train"]))
+                    continue
                 lr = branch_lr(parent["lr"], k, lr_rule)
                 rid = branch_id(parent["run_id"], e, k, lr_rule, window_epochs)
                 # The branch trains the parent's setting at k x B and rate lr, from epoch e to e + W.
@@ -98,6 +100,11 @@ def plan_branches(store: Store, *, from_epochs: tuple[int, ...], multipliers: tu
                                       parent["n_train"], updates_per_epoch(parent["n_train"], b), e + window_epochs,
                                       parent["run_id"], e, float(k)),
                               dict(bpoint.to_dict(), task=parent["config"].get("task"), lr_rule=lr_rule)))
+    unused = [k for k in multipliers if not any(key[2] == k for key in packs)]
+    if unused and too_large:  # a multiplier that fits no run at all
+        n, b = too_large[0][2], min(t[1] for t in too_large)
+        raise invalid("multipliers", unused[0], f"multipliers with k x B <= N for at least one run ({n:,} training "
+                      f"examples; smallest B = {b})")
     group_of: dict[str, str] = {}
     for (parent_group, e, k), members in packs.items():
         runs = tuple(r for r, _ in members)
