@@ -25,6 +25,19 @@ def test_figures_for_every_run_plus_overlay_cost_and_scaling(wine_study):
         assert np.std(image[..., :3]) > 0.05  # not a blank canvas
 
 
+def test_figures_drawn_in_parallel_processes_equal_those_drawn_here(wine_study, monkeypatch, tmp_path):
+    data = StudyResults.load(wine_study)
+    jobs = [(s, data.epochs[s.run_id], data.steps[s.run_id], tmp_path / f"here_{s.run_id}.png", data.task,
+             data.n_train, data.setup) for s in data.summaries]
+    here = figures._draw_lena_figures(jobs)
+    monkeypatch.setattr(figures, "PARALLEL_FIGURES", 1)
+    monkeypatch.setattr("batchlab.runner.cores.allowed_cores", lambda: [0, 0])  # two processes even on one core
+    there = figures._draw_lena_figures([(*job[:3], tmp_path / f"there_{job[0].run_id}.png", *job[4:]) for job in jobs])
+    assert [p.name for p in there] == [f"there_{s.run_id}.png" for s in data.summaries]
+    for a, b in zip(here, there):
+        assert np.array_equal(mpimg.imread(a), mpimg.imread(b))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Read at a glance: colours, legends, titles, ticks, the per-step panel.
 

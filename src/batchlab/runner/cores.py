@@ -9,6 +9,16 @@ from typing import IO
 
 _claimed: IO[bytes] | None = None
 """The open lock file of the core this process claimed (held until the process ends)."""
+_allowed_before_pin: list[int] | None = None
+"""The cores this process might use before :func:`pin_to_one_core` narrowed them to one."""
+
+
+def allowed_cores() -> list[int]:
+    """The cores this process was allowed before training pinned it to one (for work after training that can
+    use several, e.g. drawing figures in parallel); [] where the platform does not say."""
+    if _allowed_before_pin is not None:
+        return list(_allowed_before_pin)
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
 def pin_to_one_core(core: int | None = None) -> int | None:
@@ -24,7 +34,10 @@ def pin_to_one_core(core: int | None = None) -> int | None:
     disables pinning."""
     if os.environ.get("BATCHLAB_NO_PIN") == "1" or not hasattr(os, "sched_setaffinity"):
         return None
+    global _allowed_before_pin
     allowed = sorted(os.sched_getaffinity(0))
+    if _allowed_before_pin is None:
+        _allowed_before_pin = allowed
     start = allowed[0] if core is None or core not in allowed else core
     chosen = claim_core(allowed, start)
     os.sched_setaffinity(0, {chosen})
