@@ -360,9 +360,14 @@ def _draw_lena_figures(jobs: list[tuple]) -> list[Path]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_allow_cores, initargs=(cores,)) as pool:
-        return list(pool.map(_lena_job, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_allow_cores, initargs=(cores,)) as pool:
+            return list(pool.map(_lena_job, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+    except (OSError, BrokenProcessPool, AssertionError):  # no processes here (limits; a daemonic process): serially
+        return [_lena_job(job) for job in jobs]
 
 
 def _allow_cores(cores: list[int]) -> None:
