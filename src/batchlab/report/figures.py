@@ -359,7 +359,6 @@ def _draw_lena_figures(jobs: list[tuple]) -> list[Path]:
         return [_lena_job(job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-
     from concurrent.futures.process import BrokenProcessPool
 
     try:
