@@ -8,6 +8,22 @@ import pytest
 from batchlab.analysis.noise import residual_std_log, running_median
 
 
+def test_running_median_equals_the_median_of_each_shrinking_window():
+    """The rank filter's interior and the shrinking ends against np.median of every window, NaN propagated."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 6, 7, 52, 301):
+        for window in (1, 3, 7, 51):
+            x = rng.normal(size=n)
+            if n > 10:
+                x[: n // 5] = x[0]  # ties
+            half = window // 2
+            expected = [np.median(x[i - min(i, n - 1 - i, half):i + min(i, n - 1 - i, half) + 1]) for i in range(n)]
+            np.testing.assert_array_equal(running_median(x, window), expected)
+    x = rng.normal(size=40)
+    x[20] = np.nan
+    assert np.isnan(running_median(x, 7)[17:24]).all() and np.isfinite(running_median(x, 7)[:17]).all()
+
+
 def test_running_median_hand_worked():
     x = np.array([5.0, 1.0, 4.0, 2.0, 3.0])
     # window 3, ends shrink symmetrically to a window of 1

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from batchlab.analysis.curves import fraction_rising, mean_abs_first_difference, residual_lag1_autocorrelation
-from batchlab.analysis.noise import residual_std_log, resolvable_log_loss, running_median
+from batchlab.analysis.noise import residual_std_log, resolvable_log_loss, running_median, window_medians
 
 DIAGNOSE_WINDOW = 7
 """Running-median window (points) for every metric. Small, so that curves as short as a few dozen epochs keep a
@@ -211,7 +211,7 @@ def _running_median_rows(x: np.ndarray, window: int) -> np.ndarray:
     """:func:`batchlab.analysis.noise.running_median` of each row of a 2-D array (window odd, <= the row length)."""
     n, half = x.shape[1], window // 2
     out = np.empty_like(x)
-    out[:, half:n - half] = np.median(np.lib.stride_tricks.sliding_window_view(x, window, axis=1), axis=2)
+    out[:, half:n - half] = window_medians(x, window)
     for i in range(half):
         out[:, i] = np.median(x[:, :2 * i + 1], axis=1)
         out[:, n - 1 - i] = np.median(x[:, n - 1 - 2 * i:], axis=1)

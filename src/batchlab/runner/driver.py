@@ -229,7 +229,7 @@ def _train(store: Store, groups: list[PlannedGroup], data: Dataset, models: Mode
         statuses = store.statuses()
         todo = [g for g in groups if any(statuses[r.run_id] not in FINISHED for r in g.runs)]
         recorder = Recorder(store, todo, data.n_train, progress,
-                            checkpoint_every_s=RUN_CHECKPOINT_EVERY_S if kind == "run" else 0.0)
+                            checkpoint_every_s=RUN_CHECKPOINT_EVERY_S)
         tasks = [recorder.task(g, data) for g in todo]
         _execute(tasks, recorder, data, models, executor=executor, workers=workers, address=address,
                  should_stop=should_stop, in_process=in_process)
