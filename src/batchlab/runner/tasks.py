@@ -24,9 +24,9 @@ class GroupTask:
     data: Dataset
     resume: Checkpoint | None = None
     checkpoint_every_s: float = 0.0
-    """0: attach the group's state to every epoch (sweeps: a kill -9 loses at most the epoch in flight); else at
-    most every that many seconds and at a stop (`batchlab run`: epochs after the last checkpoint are trained
-    again on resume, to the same numbers)."""
+    """0: attach the group's state to every epoch (a kill -9 loses at most the epoch in flight); else at most
+    every that many seconds and at a stop (`batchlab run` and sweeps: epochs after the last checkpoint are trained
+    again on resume, to the same numbers, and the ones already recorded are skipped)."""
 
 
 @dataclass(frozen=True)
