@@ -539,6 +539,20 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + getattr(e, "signum", signal.SIGINT)
 
 
+TRAINING_COMMANDS = ("run", "sweep", "resume", "branch")
+"""The commands that train, and so start again with huge pages (:mod:`batchlab.runner.allocator`)."""
+
+
+def entry() -> int:
+    """The `batchlab` command: a training command first restarts itself with glibc's huge-page tunable where that
+    helps (a quarter less training time for large vmapped groups), then :func:`main` runs."""
+    if len(sys.argv) > 1 and sys.argv[1] in TRAINING_COMMANDS:
+        from batchlab.runner.allocator import restart_with_huge_pages
+
+        restart_with_huge_pages()
+    return main()
+
+
 def _subcommand_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices[command]
@@ -557,4 +571,4 @@ def _one_line_warnings(command: str, show_other):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
