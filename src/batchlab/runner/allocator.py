@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 TUNABLE = "glibc.malloc.hugetlb=1"
@@ -72,18 +73,17 @@ def restart_with_huge_pages() -> None:
         return
 
 
-class HugePagesForChildren:
+@contextmanager
+def huge_pages_for_children() -> Iterator[None]:
     """Within the block, processes started from here get the tunable (workers spawned by a notebook's
     `batchlab.run`, whose own process cannot restart); os.environ is restored after."""
-
-    def __enter__(self) -> HugePagesForChildren:
-        self._before = os.environ.get("GLIBC_TUNABLES")
-        if wanted():
-            os.environ["GLIBC_TUNABLES"] = with_huge_pages(os.environ)["GLIBC_TUNABLES"]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._before is None:
+    before = os.environ.get("GLIBC_TUNABLES")
+    if wanted():
+        os.environ["GLIBC_TUNABLES"] = with_huge_pages(os.environ)["GLIBC_TUNABLES"]
+    try:
+        yield
+    finally:
+        if before is None:
             os.environ.pop("GLIBC_TUNABLES", None)
         else:
-            os.environ["GLIBC_TUNABLES"] = self._before
+            os.environ["GLIBC_TUNABLES"] = before

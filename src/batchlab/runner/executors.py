@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchlab.errors import BatchlabError
-from batchlab.runner.allocator import HugePagesForChildren
+from batchlab.runner.allocator import huge_pages_for_children
 from batchlab.runner.cores import pin_to_one_core
 from batchlab.runner.interrupt import STOP_SIGNALS
 from batchlab.runner.tasks import GroupDone, GroupTask, Message, WorkerError, WorkerReady
@@ -125,7 +125,7 @@ def run_processes(tasks: list[GroupTask], handle: Callable[[Message], None], sho
         conn, child = ctx.Pipe(duplex=True)
         process = ctx.Process(target=_worker_main, daemon=True, name=f"batchlab-worker-{slot}",
                               args=(w, cores[slot % len(cores)], child, stop))
-        with HugePagesForChildren():
+        with huge_pages_for_children():
             process.start()
         child.close()
         pool[w] = _Worker(process, conn, slot)
