@@ -437,11 +437,9 @@ def _show(directory: Path, *, figures: bool, target_metric: str = "train_loss", 
         console.print(cbs_text(results), markup=False)
         console.print()
     if figures:
-        paths = results.write_figures()
+        paths, report = results.write_figures_and_report()
         console.print(f"Figures: {len(paths)} PNG files in {directory / 'figures'}", soft_wrap=True, markup=False)
-        from batchlab.report.html import write_report
-
-        console.print(f"Report: {write_report(results)}", soft_wrap=True, markup=False)
+        console.print(f"Report: {report}", soft_wrap=True, markup=False)
     console.print(f"Study: {directory}", soft_wrap=True, markup=False)
     console.print("Again: batchlab show DIR; its tables as files: batchlab export DIR --to OUT", markup=False)
 

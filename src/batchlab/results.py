@@ -69,6 +69,16 @@ class StudyResults(StudyData):
 
         return write_figures(self)
 
+    def write_figures_and_report(self) -> tuple[list[Path], Path]:
+        """:meth:`write_figures` and :meth:`write_report` together: the report is written here while other
+        processes draw the Lena figures (a 704-run sweep's 88 of them and its report: 26 s -> see README)."""
+        from batchlab.report.figures import write_figures
+        from batchlab.report.html import write_report
+
+        report: list[Path] = []
+        figures = write_figures(self, meanwhile=lambda: report.append(write_report(self)))
+        return figures, report[0]
+
     # -- tables, single figures, the report and exports (the Python API; see `batchlab.api`) ------------------
     def runs_df(self, format: str = "pandas") -> Any:
         """One row per run, the columns of runs.csv (see `batchlab.store.tables`), as a pandas or polars DataFrame.
