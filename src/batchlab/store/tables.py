@@ -10,7 +10,8 @@ polars DataFrames of :class:`batchlab.results.StudyResults`.
   compilation, the clock of the run's group, shared by its ``group_replicas`` replicas
   (``train_time_per_replica_s`` is its share); the curvature at the end of training
   (``hessian_top_eigenvalue``, ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_converged`` (1 or 0: did the
-  Lanczos estimate meet its convergence test), ``hessian_iterations``) is missing where it was not measured.
+  Lanczos estimate meet its convergence test), ``hessian_iterations``, ``hessian_trace_samples`` (the Hutchinson
+  vectors its convergence test used)) is missing where it was not measured.
 - epochs: one row per run and epoch (``run_id`` + ``EPOCH_FIELDS``), epoch 0 being the evaluation before
   training; the noise-scale columns (``b_simple``, ...) are missing where they were not measured; ``batch_size``
   and ``lr`` are those in force that epoch (they change under schedules). Text studies (and their evals) add
@@ -55,7 +56,7 @@ DATAFRAME_LIBRARIES = {"pandas": "pandas", "polars": "polars"}
 
 CURVATURE_FIELDS = {"hessian_top_eigenvalue": "top_eigenvalue", "hessian_trace": "hessian_trace",
                     "hessian_trace_stderr": "hessian_trace_stderr", "hessian_converged": "top_eigenvalue_converged",
-                    "hessian_iterations": "top_eigenvalue_iterations"}
+                    "hessian_iterations": "top_eigenvalue_iterations", "hessian_trace_samples": "hessian_trace_samples"}
 """Runs-table column -> the end-of-training measurement (`Store.run_metrics` name) it holds."""
 
 SUMMARY_FIELDS = {"updates": "total_updates", "train_time_s": "wall_time_s", "final_train_loss": "final_train_loss",
