@@ -80,6 +80,34 @@ def test_the_same_mlp_from_the_same_start_gives_the_same_losses_in_jax_and_pytor
     assert_records_agree(ours, theirs, n_test=len(digits.y_test))
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_a_one_replica_group_trains_its_module_in_place_to_the_same_losses(digits, batch_size, optimizer):
+    """One replica under SGD or momentum takes the in-place loop (`TorchBackend._epoch_in_place`): the same
+    numbers as the JAX engine, at batch size 1 and with a partial last batch."""
+    group = Group(batch_size, (0.01 if optimizer == "sgd" else 0.002,), (3,), (5,))  # momentum 0.9: lr / 10
+    ours, theirs = train_both(digits, group, optimizer=optimizer, epochs=1 if batch_size == 1 else 3)
+    assert (ours[-1].train_loss < ours[0].train_loss).all()
+    assert_records_agree(ours, theirs, n_test=len(digits.y_test), rtol=2e-5)
+
+
+def test_a_one_replica_group_resumes_exactly_in_place(digits):
+    model = load_user_model(f"{TORCH_MLP}:make", n_features=64, n_classes=10)
+    group = Group(100, (0.02,), (0,), (1,))
+    straight, first, rest = [], [], []
+    uninterrupted = group_run(model, digits, group, 4, optimizer="momentum", momentum=0.9, device="cpu")
+    uninterrupted.train(straight.append)
+    stopped = group_run(model, digits, group, 4, optimizer="momentum", momentum=0.9, device="cpu")
+    assert not stopped.train(first.append, should_stop=lambda: len(first) == 2, checkpoints=True)
+    resumed = group_run(model, digits, group, 4, optimizer="momentum", momentum=0.9, device="cpu")
+    assert resumed.train(rest.append, resume=first[-1].checkpoint)
+    for a, b in zip(straight[3:], rest):
+        np.testing.assert_array_equal(a.step_losses, b.step_losses)
+        np.testing.assert_array_equal(a.test_loss, b.test_loss)
+    np.testing.assert_array_equal(resumed.final_params["2.weight"], uninterrupted.final_params["2.weight"])
+    assert first[1].checkpoint is not None and first[-1].checkpoint.leaves[0] is not first[1].checkpoint.leaves[0]
+
+
 def test_adam_agrees_too(digits):
     ours, theirs = train_both(digits, Group(100, (0.001,), (0,), (0,)), optimizer="adam", epochs=2)
     assert_records_agree(ours, theirs, n_test=len(digits.y_test))
