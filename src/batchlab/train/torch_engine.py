@@ -34,7 +34,6 @@ from batchlab.spec import ADAM_BETA1, ADAM_BETA2, ADAM_EPS, updates_per_epoch
 from batchlab.train.contract import EVAL_CHUNK, Checkpoint, Group, Metrics, eval_points
 from batchlab.train.order import epoch_permutation
 
-
 GATHER_STEPS = 1024
 """The in-place loop gathers this many steps' minibatches at a time (one indexing op, not two per step)."""
 
