@@ -304,7 +304,6 @@ class GroupRun:
         pending = None
         shrinks = getattr(backend, "should_compact", None) if COMPACT_DIVERGED else None
         compact = getattr(backend, "compact", None)
-        freeze = getattr(backend, "freeze", None)  # a diverged replica's state stays that of its divergence epoch
         tried = int(active.sum())
         for epoch in range(first, self.epochs + 1):
             state, outputs = pending if pending is not None else backend.dispatch(state, epoch)
@@ -335,8 +334,6 @@ class GroupRun:
                 wall = wall_offset + time.perf_counter() - t0
             diverged = active & diverged_now(step_losses, metrics, initial_loss)
             active &= ~diverged
-            if diverged.any() and freeze is not None:
-                freeze(state, np.flatnonzero(diverged))
             self.final_params = backend.params(state)
             train_loss, train_acc, test_loss, test_acc = metrics
             batch_size, lrs = self.rates(epoch)

@@ -171,10 +171,7 @@ class JaxBackend:
     _live: np.ndarray | None = field(default=None, repr=False)
     """After :meth:`compact`: the replicas (indices into the group) the compiled program still trains."""
     _frozen: Any = field(default=None, repr=False)
-    """The whole group's state (replicas first) holding each diverged replica's state at the end of the epoch it
-    diverged in (:meth:`freeze`); what :meth:`params` and :meth:`leaves` give for those replicas."""
-    _frozen_mask: np.ndarray | None = field(default=None, repr=False)
-    """(replicas,) bool: the replicas :meth:`freeze` froze."""
+    """After :meth:`compact`: the whole group's state when it last shrank (the dropped replicas' last values)."""
 
     def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
         g, d = self.group, self.data
@@ -188,8 +185,6 @@ class JaxBackend:
             if resume is not None:
                 treedef = jax.tree_util.tree_structure((params, opt_state))
                 params, opt_state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in resume.leaves])
-                if not resume.active.all():  # the checkpoint holds the diverged replicas' frozen states
-                    self._frozen, self._frozen_mask = (params, opt_state), ~np.asarray(resume.active, bool)
                 if g.branch_from is not None:  # a branch trains at its own rate from the parent's state
                     opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr_to})
             self._per_replica = (jnp.asarray(g.order_seeds, jnp.uint32), lr_from, lr_to)
@@ -272,10 +267,8 @@ class JaxBackend:
         keep = np.flatnonzero(active[live])  # positions within the current program
         with jax.default_device(self.device):
             t0 = time.perf_counter()
-            self._frozen = self._whole_state(state)
-            if self._frozen_mask is None:
-                self._frozen_mask = np.zeros(self.group.n_replicas, bool)
-            self._frozen_mask[live[~active[live]]] = True  # dropped: their state stays as it is now
+            treedef = jax.tree_util.tree_structure(state)
+            self._frozen = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in self.leaves(state)])
             state = jax.tree_util.tree_map(lambda a: a[keep], state)
             self._per_replica = tuple(a[keep] for a in self._per_replica)
             self._live = live[keep]
@@ -284,30 +277,10 @@ class JaxBackend:
             self.compile_time_s += self._recompile_s
         return state
 
-    def freeze(self, state: Any, replicas: np.ndarray) -> None:
-        """Keep `replicas`' state as it is after this epoch (they diverged in it): from now on :meth:`params` and
-        :meth:`leaves` give that, however long the program goes on computing them, or whether it drops them, so a
-        diverged run's final parameters do not depend on timing, resume or executor."""
-        with jax.default_device(self.device):
-            self._frozen = self._whole_state(state)
-        mask = np.zeros(self.group.n_replicas, bool) if self._frozen_mask is None else self._frozen_mask.copy()
-        mask[np.asarray(replicas, int)] = True
-        self._frozen_mask = mask
-
-    def _whole_state(self, state: Any) -> Any:
-        """The program's state as the whole group's, with the frozen replicas' states in place."""
-        return self._whole_part(state, self._frozen)
-
-    def _whole_part(self, tree: Any, frozen: Any) -> Any:
-        """A part of the program's state (all of it, or its params) with the matching part of `frozen`."""
-        if self._live is not None:  # a compacted program: its replicas placed among the dropped ones
-            live = self._live
-            tree = jax.tree_util.tree_map(lambda f, a: f.at[live].set(a), frozen, tree)
-        if self._frozen_mask is None:
-            return tree
-        mask = jnp.asarray(self._frozen_mask)
-        return jax.tree_util.tree_map(
-            lambda f, a: jnp.where(mask.reshape(-1, *([1] * (a.ndim - 1))), f, a), frozen, tree)
+    def _whole(self, tree: Any, frozen: Any) -> Any:
+        """`tree` (the live replicas) placed into the whole group's `frozen` arrays."""
+        live = self._live
+        return jax.tree_util.tree_map(lambda f, a: f.at[live].set(a), frozen, tree)
 
     def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
         if self.group.schedule is None:
@@ -327,10 +300,11 @@ class JaxBackend:
         jax.block_until_ready(state[0])
 
     def params(self, state: Any) -> Any:
-        return self._whole_part(state[0], None if self._frozen is None else self._frozen[0])
+        return state[0] if self._live is None else self._whole(state[0], self._frozen[0])
 
     def leaves(self, state: Any) -> list[np.ndarray]:
-        return [np.asarray(a) for a in jax.tree_util.tree_leaves(self._whole_state(state))]
+        whole = state if self._live is None else self._whole(state, self._frozen)
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(whole)]
 
 
 def _scatter(tree: Any, live: np.ndarray, n: int) -> Any:

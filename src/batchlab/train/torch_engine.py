@@ -100,9 +100,6 @@ class TorchBackend:
     asynchronous: bool = False
     compile_time_s: float = 0.0
     _ops: Any = field(default=None, repr=False)
-    _frozen: list[np.ndarray] | None = field(default=None, repr=False)
-    """The whole state's leaves holding each diverged replica's state at the end of its divergence epoch."""
-    _frozen_mask: np.ndarray | None = field(default=None, repr=False)
 
     def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
         self._ops = _TorchOps(self.model, self.data, self.group, torch_device(self.device))
@@ -115,9 +112,6 @@ class TorchBackend:
             k = len(params)
             params = {name: ops.tensor(a) for name, a in zip(params, resume.leaves[:k])}
             opt_state = [ops.tensor(a) for a in resume.leaves[k:]]
-            if not resume.active.all():  # the checkpoint holds the diverged replicas' frozen states
-                self._frozen = [np.array(a, copy=True) for a in resume.leaves]
-                self._frozen_mask = ~np.asarray(resume.active, bool)
         return params, opt_state
 
     def prepare(self, state: Any, first_epoch: int) -> None:
@@ -219,26 +213,12 @@ class TorchBackend:
     def block(self, state: Any) -> None:
         """Nothing to wait for: eager."""
 
-    def freeze(self, state: Any, replicas: np.ndarray) -> None:
-        """Keep `replicas`' state as it is after this epoch (they diverged in it), as the JAX engine does."""
-        self._frozen = self.leaves(state)
-        mask = np.zeros(self.group.n_replicas, bool) if self._frozen_mask is None else self._frozen_mask.copy()
-        mask[np.asarray(replicas, int)] = True
-        self._frozen_mask = mask
-
     def params(self, state: Any) -> Any:
         """Copies: a one-replica group goes on updating its tensors in place."""
-        return dict(zip(state[0], self._with_frozen([v.detach().cpu().numpy().copy() for v in state[0].values()])))
+        return {k: v.detach().cpu().numpy().copy() for k, v in state[0].items()}
 
     def leaves(self, state: Any) -> list[np.ndarray]:
-        return self._with_frozen([t.detach().cpu().numpy().copy() for t in [*state[0].values(), *state[1]]])
-
-    def _with_frozen(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The first len(arrays) leaves, the frozen replicas' rows taken from their divergence epoch."""
-        if self._frozen_mask is not None and self._frozen is not None:
-            for a, f in zip(arrays, self._frozen):
-                a[self._frozen_mask] = f[self._frozen_mask]
-        return arrays
+        return [t.detach().cpu().numpy().copy() for t in [*state[0].values(), *state[1]]]
 
 
 class _TorchOps:
