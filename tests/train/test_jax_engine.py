@@ -126,57 +126,6 @@ def test_replicas_are_independent_and_a_diverging_one_does_not_touch_its_neighbo
     np.testing.assert_allclose(single[-1].step_losses[0], both[-1].step_losses[0], rtol=1e-6)
 
 
-def test_diverged_replicas_dropped_from_the_program_change_no_number_of_the_others(monkeypatch):
-    """`COMPACT_DIVERGED`: 8 replicas, of which 2 diverge in epoch 1 and 1 in epoch 3; the program shrinks twice
-    (to 6, then to 5) and every record of the others, and their checkpoints and final parameters, equal those of the
-    uncompacted program bit for bit. A checkpoint taken after it shrank resumes exactly, into a full program."""
-    from batchlab.train import contract
-    from batchlab.train.jax_engine import JaxBackend
-
-    data = tiny_dataset(n=40)
-    model = make_model("mlp", n_features=3, n_classes=3, hidden=(8,))
-    group = Group(4, (0.05, 2e3, 0.01, 0.03, 1e2, 0.02, 4.0, 0.1), tuple(range(8)), tuple(range(8)))
-    should = JaxBackend.should_compact
-    monkeypatch.setattr(JaxBackend, "should_compact", lambda self, active, expected_s: should(self, active, 1e9))
-    sizes: list[int] = []
-    compact = JaxBackend.compact
-
-    def counted(self, state, active):
-        out = compact(self, state, active)
-        sizes.append(len(self._live))
-        return out
-
-    monkeypatch.setattr(JaxBackend, "compact", counted)
-    runs = {}
-    for on in (False, True):
-        monkeypatch.setattr(contract, "COMPACT_DIVERGED", on)
-        run = group_run(model, data, group, 12, optimizer="sgd", momentum=0.0, device="cpu")
-        records: list = []
-        run.train(records.append, checkpoints=True)
-        runs[on] = (run, records)
-    assert len(sizes) >= 2 and min(sizes) >= 2 and sizes == sorted(sizes, reverse=True), sizes
-    (plain, a), (shrunk, b) = runs[False], runs[True]
-    healthy = np.array([not any(r.diverged[i] for r in a) for i in range(8)])
-    assert healthy.sum() == 5
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x.diverged, y.diverged)
-        for field in ("step_losses", "train_loss", "train_acc", "test_loss", "test_acc"):
-            np.testing.assert_array_equal(getattr(x, field)[healthy], getattr(y, field)[healthy], err_msg=field)
-        for lx, ly in zip(x.checkpoint.leaves, y.checkpoint.leaves):
-            assert lx.shape == ly.shape
-            np.testing.assert_array_equal(lx[healthy], ly[healthy])
-    for k in plain.final_params:
-        for layer in plain.final_params[k]:
-            np.testing.assert_array_equal(np.asarray(plain.final_params[k][layer])[healthy],
-                                          np.asarray(shrunk.final_params[k][layer])[healthy])
-    late = b[-3].checkpoint
-    resumed: list = []
-    group_run(model, data, group, 12, optimizer="sgd", momentum=0.0, device="cpu").train(resumed.append, resume=late)
-    for x, y in zip(b[-2:], resumed):
-        np.testing.assert_array_equal(x.step_losses[healthy], y.step_losses[healthy])
-
-
 def test_all_replicas_diverged_stops_the_group_early():
     data = tiny_dataset(n=40)
     model = make_model("mlp", n_features=3, n_classes=3, hidden=(8,))

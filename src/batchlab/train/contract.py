@@ -183,13 +183,6 @@ Probe = Callable[[Any, np.ndarray], Any]
 """probe(stacked params, active mask) -> per-replica measurements (e.g. the gradient noise scale)."""
 
 
-COMPACT_DIVERGED = True
-"""A backend that can (the JAX engine, constant schedules) drops diverged replicas from its compiled program once a
-quarter of them have diverged and the rest of the training would repay the compile: in the Shallue-style digits
-study, 60 of the 128 replicas at batch sizes 1 and 2 diverge, most within 10 of 100 epochs. Their records end at
-their divergence either way; the others' numbers are unchanged, bit for bit."""
-
-
 @dataclass
 class GroupRun:
     """A group's training on any backend: call :meth:`epochs_iter` (a generator of records) or :meth:`train`."""
@@ -302,20 +295,9 @@ class GroupRun:
 
         t0 = time.perf_counter()
         pending = None
-        shrinks = getattr(backend, "should_compact", None) if COMPACT_DIVERGED else None
-        compact = getattr(backend, "compact", None)
-        tried = int(active.sum())
         for epoch in range(first, self.epochs + 1):
             state, outputs = pending if pending is not None else backend.dispatch(state, epoch)
             pending = None
-            if shrinks is not None and compact is not None and first < epoch < self.epochs and int(active.sum()) < tried:
-                tried = int(active.sum())  # replicas diverged since the last look: drop them from the program?
-                expected = (time.perf_counter() - t0) / (epoch - first) * (self.epochs - epoch)
-                if shrinks(active, expected):
-                    backend.block(state)
-                    paused = time.perf_counter()  # recompiling is compile time, not training time
-                    state = compact(state, active)
-                    t0 += time.perf_counter() - paused
             probing = (self.probe is not None and self.probe_due(epoch)) or self.sharpness_due(epoch)
             stop = epoch < self.epochs and should_stop()
             probe = sharp = None

@@ -165,13 +165,6 @@ class JaxBackend:
     _per_replica: tuple[jax.Array, ...] = field(default=(), repr=False)
     _compiled: Any = field(default=None, repr=False)
     _by_batch_size: dict[int, Any] = field(default_factory=dict, repr=False)
-    _epoch_fn: Any = field(default=None, repr=False)
-    _epoch_compile_s: float = 0.0
-    _recompile_s: float = 0.0
-    _live: np.ndarray | None = field(default=None, repr=False)
-    """After :meth:`compact`: the replicas (indices into the group) the compiled program still trains."""
-    _frozen: Any = field(default=None, repr=False)
-    """After :meth:`compact`: the whole group's state when it last shrank (the dropped replicas' last values)."""
 
     def initial_state(self, initial_params: Any, resume: Checkpoint | None) -> Any:
         g, d = self.group, self.data
@@ -203,8 +196,7 @@ class JaxBackend:
                                               warmup_steps=g.warmup_epochs * steps, task=get_task(d.task),
                                               eval_every=self.eval_every_steps))
             self._compiled = epoch_fn.lower(*state, *self._per_replica, np.int32(1), *self._arrays).compile()
-            self._epoch_fn = epoch_fn
-            self.compile_time_s = self._epoch_compile_s = time.perf_counter() - t0
+            self.compile_time_s = time.perf_counter() - t0
 
     def _prepare_scheduled(self, state: Any, first_epoch: int) -> None:
         """One compiled epoch per batch size the schedule uses from `first_epoch` on (compiled once each)."""
@@ -243,50 +235,9 @@ class JaxBackend:
                 *self._arrays)
             return (params, opt_state), (epoch, *outputs)
         params, opt_state, *outputs = self._compiled(*state, *self._per_replica, np.int32(epoch), *self._arrays)
-        return (params, opt_state), (epoch, *outputs, self._live)
-
-    def should_compact(self, active: np.ndarray, expected_s: float) -> bool:
-        """Whether to drop the replicas no longer `active` (diverged) from the compiled program: when at least a
-        quarter of those it trains are, two or more stay, and the time they would still cost (`expected_s`, the rest of the group's
-        training at its pace so far, times their share) is above twice a compile."""
-        if self.group.schedule is not None or self._epoch_fn is None:
-            return False
-        live = np.arange(self.group.n_replicas) if self._live is None else self._live
-        dropped = int(np.sum(~active[live]))
-        compile_s = max(self._epoch_compile_s, self._recompile_s)  # a new replica count may miss the cache
-        # at least 2 left: a one-replica program may fuse differently (equal to rounding, not bit for bit)
-        return 0 < dropped <= len(live) - 2 and dropped >= max(1, len(live) // 4) and \
-            expected_s * dropped / len(live) > 2 * compile_s
-
-    def compact(self, state: Any, active: np.ndarray) -> Any:
-        """The state of the `active` replicas only, and the epoch program compiled for that many (its compile
-        counts as compile time). A replica's numbers do not depend on how many others share its vmapped program
-        (tests/train/test_jax_engine.py), and the dropped replicas keep their last state for :meth:`params` and
-        :meth:`leaves`, which still describe the whole group."""
-        live = np.arange(self.group.n_replicas) if self._live is None else self._live
-        keep = np.flatnonzero(active[live])  # positions within the current program
-        with jax.default_device(self.device):
-            t0 = time.perf_counter()
-            treedef = jax.tree_util.tree_structure(state)
-            self._frozen = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in self.leaves(state)])
-            state = jax.tree_util.tree_map(lambda a: a[keep], state)
-            self._per_replica = tuple(a[keep] for a in self._per_replica)
-            self._live = live[keep]
-            self._compiled = self._epoch_fn.lower(*state, *self._per_replica, np.int32(1), *self._arrays).compile()
-            self._recompile_s = time.perf_counter() - t0
-            self.compile_time_s += self._recompile_s
-        return state
-
-    def _whole(self, tree: Any, frozen: Any) -> Any:
-        """`tree` (the live replicas) placed into the whole group's `frozen` arrays."""
-        live = self._live
-        return jax.tree_util.tree_map(lambda f, a: f.at[live].set(a), frozen, tree)
+        return (params, opt_state), (epoch, *outputs)
 
     def fetch(self, outputs: Any) -> tuple[np.ndarray, Metrics, np.ndarray, np.ndarray]:
-        if self.group.schedule is None:
-            *outputs, live = outputs
-            if live is not None:  # a compacted program's results, placed back (NaN for the replicas dropped)
-                outputs = [outputs[0]] + [_scatter(o, live, self.group.n_replicas) for o in outputs[1:]]
         epoch, step_losses, metrics, *between = outputs
         g = self.group
         steps = updates_per_epoch(self.data.n_train, g.batch_size_at(epoch))
@@ -300,20 +251,7 @@ class JaxBackend:
         jax.block_until_ready(state[0])
 
     def params(self, state: Any) -> Any:
-        return state[0] if self._live is None else self._whole(state[0], self._frozen[0])
+        return state[0]
 
     def leaves(self, state: Any) -> list[np.ndarray]:
-        whole = state if self._live is None else self._whole(state, self._frozen)
-        return [np.asarray(a) for a in jax.tree_util.tree_leaves(whole)]
-
-
-def _scatter(tree: Any, live: np.ndarray, n: int) -> Any:
-    """Arrays of the live replicas (first axis) as host arrays of all `n`, NaN for the others."""
-
-    def one(a: Any) -> np.ndarray:
-        a = np.asarray(a)
-        out = np.full((n, *a.shape[1:]), np.nan, a.dtype if a.dtype.kind == "f" else np.float32)
-        out[live] = a
-        return out
-
-    return jax.tree_util.tree_map(one, tree)
+        return [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
