@@ -27,10 +27,11 @@ SMALL = """dataset = "digits"
 batch_sizes = [1, 32, "full"]
 lr = [0.01, 0.1]
 seeds = 2
-epochs = 8
+epochs = 20
 device = "cpu"
 """
-"""12 runs in 3 groups, ~15 s on our 2-core machine: long enough to be caught mid-sweep."""
+"""12 runs in 3 groups, ~12 s on our 2-core machine: long enough to be caught mid-sweep (at 8 epochs the faster
+engine of issue 16 could finish the first group before a SIGTERM sent after 12 epoch rows was honoured)."""
 TINY = """dataset = "iris"
 batch_sizes = [1, 8, "full"]
 lr = [0.01, 0.1]

@@ -3,6 +3,7 @@ iteration on known symmetric matrices, including two near-equal top eigenvalues,
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -67,3 +68,31 @@ def test_lanczos_on_overflowing_products_reports_nan_not_converged_instead_of_cr
     # A replica whose parameters overflowed without its loss turning non-finite (seen in CI: numpy's eigh raised)
     top = lanczos_top_eigenvalue(lambda v: np.full_like(v, np.inf), 10)
     assert np.isnan(top.eigenvalue) and not top.converged and top.iterations == 1
+
+
+def test_hutchinson_stops_at_its_relative_standard_error_on_a_prefix_of_the_same_vectors():
+    """The convergence test: a diagonal H (every v^T H v equals the trace) stops at min_samples; a dense one runs
+    until the standard error is within rel_stderr of the estimate, and the estimate is the fixed-n one for that n."""
+    rng = np.random.default_rng(0)
+    diag = np.diag(rng.uniform(1, 2, 40))
+    calls: list[int] = []
+
+    def forms(h):
+        def f(vs):
+            calls.append(len(vs))
+            return np.einsum("si,ij,sj->s", vs, h, vs)
+        return f
+
+    early = hutchinson_trace(forms(diag), 40, samples=30, seed=1, rel_stderr=0.05, min_samples=10)
+    assert early.samples == 10 and calls == [10] and early.mean == pytest.approx(np.trace(diag))
+    a = rng.normal(size=(40, 40))
+    dense = a @ a.T / 40 + np.eye(40)
+    calls.clear()
+    trace = hutchinson_trace(forms(dense), 40, samples=200, seed=1, rel_stderr=0.03, min_samples=10, block=5)
+    assert 10 < trace.samples < 200 and sum(calls) == trace.samples and calls[0] == 10 and set(calls[1:]) == {5}
+    assert trace.stderr <= 0.03 * abs(trace.mean)
+    # the estimate is the mean over the first n of the 200 vectors the seed draws for the fixed-n estimate
+    vs = np.asarray(jax.random.rademacher(jax.random.PRNGKey(1), (200, 40), np.float32), float)
+    q = np.einsum("si,ij,sj->s", vs, dense, vs)
+    assert trace.mean == pytest.approx(q[:trace.samples].mean(), rel=1e-12)
+    assert hutchinson_trace(forms(dense), 40, samples=200, seed=1).mean == pytest.approx(q.mean(), rel=1e-12)

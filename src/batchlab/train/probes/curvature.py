@@ -135,16 +135,12 @@ def hutchinson_trace(quadratic_forms: QuadraticForms, dim: int, *, samples: int 
     if rel_stderr <= 0:
         q = np.asarray(quadratic_forms(vs), float)
     else:
-        parts: list[np.ndarray] = []
-        n = 0
-        while n < samples:
-            step = min(max(block, min_samples - n), samples - n) if n < min_samples else min(block, samples - n)
-            parts.append(np.asarray(quadratic_forms(vs[n:n + step]), float))
-            n += step
-            q = np.concatenate(parts)
-            if n >= max(min_samples, 2) and q.std(ddof=1) / np.sqrt(n) <= rel_stderr * abs(q.mean()):
+        q = np.zeros(0)
+        while len(q) < samples:
+            step = min(max(block, min_samples - len(q)), samples - len(q))  # to min_samples first, then by blocks
+            q = np.concatenate([q, np.asarray(quadratic_forms(vs[len(q):len(q) + step]), float)])
+            if len(q) >= max(min_samples, 2) and q.std(ddof=1) / np.sqrt(len(q)) <= rel_stderr * abs(q.mean()):
                 break
-        q = np.concatenate(parts)
     return HessianTrace(float(q.mean()), float(q.std(ddof=1) / np.sqrt(len(q))), len(q))
 
 
