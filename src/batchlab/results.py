@@ -71,7 +71,8 @@ class StudyResults(StudyData):
 
     def write_figures_and_report(self) -> tuple[list[Path], Path]:
         """:meth:`write_figures` and :meth:`write_report` together: the report is written here while other
-        processes draw the Lena figures (a 704-run sweep's 88 of them, 3 more and its report: 28.3 s -> 17.0 s with the fixed layout)."""
+        processes draw the Lena figures (a 704-run sweep's 88 of them, 3 more and its report: 28.3 s -> 17.0 s,
+        with Lena's figure laid out by hand)."""
         from batchlab.report.figures import write_figures
         from batchlab.report.html import write_report
 

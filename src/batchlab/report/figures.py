@@ -155,8 +155,8 @@ def lena_figure(s: RunSummary, epochs: dict[str, np.ndarray], steps: tuple[np.nd
 
 LENA_LAYOUT = {"left": 0.06, "right": 0.985, "bottom": 0.235, "top": 0.855, "wspace": 0.2}
 """Lena's figure's axes, fixed: matplotlib's constrained layout found the same places (legends under the axes,
-the long one wrapped, higher for more lines; for a title of two lines, lower for more) at the cost of another drawing, a third of a figure's
-time (0.41 s -> 0.28 s at batch size 1), and a sweep draws 88 of them."""
+the long one wrapped, the axes higher for more legend lines; for a title of two lines, lower for more) at the cost
+of another drawing, a third of a figure's time (0.41 s -> 0.28 s at batch size 1), and a sweep draws 88 of them."""
 
 
 def overlay_figure(summaries: list[RunSummary], curves: dict[str, dict[str, np.ndarray]], *, n_train: int,
@@ -338,8 +338,8 @@ FIGURES = ("lena", "overlay", "cost", "scaling", "sharpness")
 PARALLEL_FIGURES = 8
 """From this many Lena figures on, :func:`write_figures` draws them in parallel processes, one per core the
 process was allowed before training pinned it (at most MAX_FIGURE_PROCESSES): a figure took ~0.9 s here, half
-of it matplotlib's constrained layout (now fixed by hand: 0.15-0.34 s), and a sweep's 88 took 60 s of its 78 s. Fewer are drawn in this process (a new
-process costs ~1 s to import matplotlib)."""
+of it matplotlib's constrained layout (now laid out by hand: 0.15-0.34 s), and a sweep's 88 took 60 s of its 78 s.
+Fewer are drawn in this process (a new process costs ~1 s to import matplotlib)."""
 MAX_FIGURE_PROCESSES = 4
 
 

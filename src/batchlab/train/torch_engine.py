@@ -125,23 +125,25 @@ class TorchBackend:
             loss = ops.module_loss(ops.x_train[:g.batch_size], ops.y_train[:g.batch_size], ops.mask[0])
             import_torch().autograd.grad(loss, ops.bind(copies))
             ops.bind(state[0])
-        ops.step_fn(state[0], ops.x_train[:g.batch_size].expand(g.n_replicas, -1, -1),
-                    ops.y_train[:g.batch_size].expand(g.n_replicas, -1), ops.mask[0])
+        else:
+            ops.step_fn(state[0], ops.x_train[:g.batch_size].expand(g.n_replicas, -1, -1),
+                        ops.y_train[:g.batch_size].expand(g.n_replicas, -1), ops.mask[0])
         self.compile_time_s = time.perf_counter() - t0
 
     def evaluate(self, state: Any) -> Metrics:
         return self._ops.metrics(state[0])
 
     def _in_place(self) -> bool:
-        """A one-replica group under SGD or momentum trains the module itself, in place (:meth:`_epoch_in_place`)."""
-        return self.group.n_replicas == 1 and self.optimizer in ("sgd", "momentum")
+        """A one-replica group under SGD or momentum, without evaluations between epoch ends, trains the module
+        itself, in place (:meth:`_epoch_in_place`)."""
+        return self.group.n_replicas == 1 and self.optimizer in ("sgd", "momentum") and not self.eval_every_steps
 
     def dispatch(self, state: Any, epoch: int) -> tuple[Any, Any]:
         """Synchronous: trains the whole epoch, then evaluates."""
         ops, g, n = self._ops, self.group, self.data.n_train
         torch = import_torch()
         steps = updates_per_epoch(n, g.batch_size)
-        if self._in_place() and not self.eval_every_steps:
+        if self._in_place():
             return self._epoch_in_place(state, epoch)
         params, opt_state = state
         opt = Optimizer(self.optimizer, self.momentum, self.group.adam)
